@@ -1,0 +1,86 @@
+"""``python -m caopd_pl report``: calibration metrics of judged completions (the training code's implementation).
+
+Input: JSONL lines holding ``completion`` (its ``Confidence:`` is parsed with :func:`caopd_pl.confidence.
+parse_confidence`; none counts as 0 and lowers format adherence) and ``correct`` (bool), e.g. the output of
+``verify``. Writes ``DIR/metrics.json`` and ``DIR/reliability.png`` and prints a table. Malformed lines are reported
+with their line numbers and skipped; exit status 1 if there were any, 2 if no line was usable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from caopd_pl.confidence import parse_confidence
+from caopd_pl.metrics import calibration_summary
+
+
+def read_judged(path: Path) -> tuple[list[tuple[float, bool, bool]], int]:
+    """``(confidence, correct, parsed)`` per usable line, and the number of malformed lines (reported on stderr)."""
+    rows, malformed = [], 0
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                if not (isinstance(record, dict) and isinstance(record.get("completion"), str)):
+                    raise ValueError("expected an object with a string 'completion'")
+                if not isinstance(record.get("correct"), bool):
+                    raise ValueError("'correct' must be true or false")
+            except ValueError as err:
+                malformed += 1
+                print(f"caopd_pl report: skipped line {number}: {err}", file=sys.stderr)
+                continue
+            parsed = parse_confidence(record["completion"])
+            rows.append((parsed.value, record["correct"], parsed.parsed))
+    return rows, malformed
+
+
+def summarise(rows: list[tuple[float, bool, bool]]) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
+    confidence = torch.tensor([r[0] for r in rows], dtype=torch.float64)  # (N,)
+    correct = torch.tensor([r[1] for r in rows], dtype=torch.bool)  # (N,)
+    parsed = torch.tensor([r[2] for r in rows], dtype=torch.bool)  # (N,)
+    return calibration_summary(confidence, correct, parsed), confidence, correct
+
+
+def table(metrics: dict[str, Any]) -> str:
+    lines = [f"{'metric':<18}{'value':>10}", "-" * 28]
+    for key, value in metrics.items():
+        lines.append(f"{key:<18}{value:>10}" if isinstance(value, int) else f"{key:<18}{value:>10.4f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Compute the calibration report of ``--input`` into ``--out``.
+
+    Args:
+        argv: Command-line arguments after ``report``.
+
+    Returns:
+        0; 1 when some lines were malformed; 2 when no line was usable.
+    """
+    parser = argparse.ArgumentParser(prog="python -m caopd_pl report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--input", required=True, help="JSONL with completion and correct per line (verify's output)")
+    parser.add_argument("--out", required=True, help="folder for metrics.json and reliability.png")
+    parser.add_argument("--title", default="", help="title of the reliability diagram")
+    args = parser.parse_args(argv)
+    rows, malformed = read_judged(Path(args.input))
+    if not rows:
+        print(f"caopd_pl report: no usable line in {args.input}", file=sys.stderr)
+        return 2
+    metrics, confidence, correct = summarise(rows)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps({**metrics, "malformed_lines": malformed}, indent=2) + "\n")
+    from caopd_pl.plots import reliability_diagram
+
+    reliability_diagram(confidence, correct, out / "reliability.png", title=args.title or Path(args.input).name)
+    print(table(metrics))
+    print(f"wrote {out / 'metrics.json'} and {out / 'reliability.png'}")
+    return 1 if malformed else 0

@@ -1,0 +1,269 @@
+"""RolloutDataModule: regenerates the K on-policy rollouts of every epoch and serves the distillation examples.
+
+Each epoch (``trainer.reload_dataloaders_every_n_epochs=1``), for this rank's share of the epoch's prompts:
+
+1. sample K completions per prompt from the *current* student through the rollout engine;
+2. verify them with the task's verifier and estimate P_acc per prompt;
+3. revise (``calibration: empirical``): every completion's confidence becomes P_acc, the teacher's evidence
+   carries P_acc and the note; or keep (``calibration: none``, plain SDFT/OPD): the completion and the teacher's
+   evidence keep their own confidence;
+4. serve (student prompt + completion, teacher prompt + completion) pairs.
+
+All K rollouts of a prompt stay on the rank that sampled them; ranks trim to the same number of examples so that
+data-parallel steps stay in lockstep.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Literal
+
+import lightning as L
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from caopd_pl.calibration import EstimatorConfig, estimate_success_rate
+from caopd_pl.confidence import parse_confidence
+from caopd_pl.data import DistillExample, collate_distill, collate_prompts
+from caopd_pl.metrics import expected_calibration_error
+from caopd_pl.rollout import RolloutConfig, RolloutEngine, make_engine
+from caopd_pl.rollout.base import Rollout
+from caopd_pl.tasks.base import Task, TaskExample
+from caopd_pl.templates import TeacherConfig, TemplateName, prompt_ids, revised_completion_ids, teacher_messages
+
+Calibration = Literal["empirical", "none"]
+
+
+@dataclass
+class EpochRollouts:
+    """What one epoch's rollouts produced on this rank."""
+
+    examples: list[DistillExample] = field(default_factory=list)
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+class RolloutDataModule(L.LightningDataModule):
+    """On-policy rollouts for CaOPD (and, with ``calibration: none``, for the SDFT baseline).
+
+    Args:
+        task: the task (prompts, references, demonstrations, verifier).
+        rollout: sampling settings and engine.
+        teacher: the teacher's template.
+        calibration: ``empirical`` (CaOPD) or ``none`` (SDFT/OPD baseline).
+        estimator: how P_acc is estimated from the K verdicts.
+        prompts_per_epoch: training prompts sampled (without replacement) each epoch, across all ranks; None uses
+            the whole train split.
+        batch_size: distillation examples per optimizer micro-batch.
+        eval_batch_size: prompts per validation/test generation batch.
+        max_eval_prompts: cap on validation prompts (test and predict always use the full split).
+        test_split: the split ``test`` evaluates (``test`` or ``ood`` where the task has one).
+        predict_split: the split ``predict`` answers.
+        seed: seed of prompt sampling and shuffling.
+    """
+
+    def __init__(
+        self,
+        task: Task,
+        rollout: RolloutConfig = RolloutConfig(),
+        teacher: TeacherConfig = TeacherConfig(),
+        calibration: Calibration = "empirical",
+        estimator: EstimatorConfig = EstimatorConfig(),
+        prompts_per_epoch: int | None = 64,
+        batch_size: int = 32,
+        eval_batch_size: int = 128,
+        max_eval_prompts: int | None = None,
+        test_split: str = "test",
+        predict_split: str = "test",
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if calibration not in ("empirical", "none"):
+            raise ValueError(f"data.calibration must be 'empirical' or 'none', got {calibration!r}")
+        if prompts_per_epoch is not None and prompts_per_epoch < 1:
+            raise ValueError(f"data.prompts_per_epoch must be >= 1 or null, got {prompts_per_epoch}")
+        for key, split in (("test_split", test_split), ("predict_split", predict_split)):
+            if split not in task.splits():
+                raise ValueError(f"data.{key}={split!r} is not a split of {task.name}: {task.splits()}")
+        self.task, self.rollout, self.teacher = task, rollout, teacher
+        self.calibration, self.estimator = calibration, estimator
+        self.prompts_per_epoch, self.batch_size, self.eval_batch_size = prompts_per_epoch, batch_size, eval_batch_size
+        self.max_eval_prompts, self.test_split, self.predict_split = max_eval_prompts, test_split, predict_split
+        self.seed = seed
+        self.engine: RolloutEngine | None = None
+        self.last_epoch: EpochRollouts | None = None
+
+    # ---- training data -------------------------------------------------------------------------------------------
+
+    def train_dataloader(self) -> DataLoader:
+        trainer, module = self.trainer, self.trainer.lightning_module
+        self._check_trainer()
+        epoch = trainer.current_epoch
+        prompts = self.epoch_prompts(epoch, trainer.global_rank, trainer.world_size)
+        self.last_epoch = self.build_epoch(module.student, module.tokenizer, prompts, epoch, trainer.global_rank)
+        examples = _trim_to_common_length(self.last_epoch.examples)
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return DataLoader(
+            examples,
+            batch_size=self.batch_size,
+            shuffle=True,
+            generator=generator,
+            collate_fn=partial(collate_distill, pad_id=module.tokenizer.pad_token_id),
+        )
+
+    def epoch_prompts(self, epoch: int, rank: int = 0, world_size: int = 1) -> list[TaskExample]:
+        """This rank's prompts for ``epoch``: a seeded sample of the train split, split evenly across ranks."""
+        pool = self.task.split("train")
+        count = len(pool) if self.prompts_per_epoch is None else min(self.prompts_per_epoch, len(pool))
+        chosen = random.Random(self.seed * 7919 + epoch).sample(range(len(pool)), count)
+        chosen = chosen[: count - count % world_size] if world_size > 1 else chosen
+        return [pool[i] for i in chosen[rank::world_size]]
+
+    def build_epoch(self, student, tokenizer, prompts: list[TaskExample], epoch: int, rank: int = 0) -> EpochRollouts:
+        """Rollouts, verification, P_acc and revision for ``prompts`` (steps 1-4 of the module docstring)."""
+        if self.engine is None:
+            self.engine = make_engine(self.rollout, student, tokenizer)
+        self.engine.sync(student)
+        student_prompts = [prompt_ids(tokenizer, example.student_messages()) for example in prompts]
+        rollouts = self._sample(student_prompts, seed=self.rollout.seed + 10_007 * epoch + 101 * rank)
+        verdicts = self._verify(prompts, rollouts)
+        result = EpochRollouts()
+        for example, ids, group, correct in zip(prompts, student_prompts, rollouts, verdicts):
+            result.examples += self.revise(tokenizer, example, ids, group, correct)
+        result.stats = _rollout_stats(rollouts, verdicts, result.examples)
+        return result
+
+    def revise(
+        self, tokenizer, example: TaskExample, student_prompt: list[int], group: list[Rollout], correct: list[bool]
+    ) -> list[DistillExample]:
+        """The K distillation examples of one prompt (none when the prompt is skipped)."""
+        p_acc = estimate_success_rate(sum(correct), len(group), self.estimator)
+        evidence = self._evidence(example, group, correct)
+        if evidence is None:
+            return []
+        text, stated, template = evidence
+        empirical = self.calibration == "empirical"
+        teacher = teacher_messages(
+            example.student_messages(),
+            text,
+            p_acc if empirical else stated,
+            template,
+            note=empirical and self.teacher.note,
+        )
+        teacher_prompt = prompt_ids(tokenizer, teacher)
+        completions = [
+            revised_completion_ids(tokenizer, rollout.text, p_acc) if empirical else rollout.token_ids
+            for rollout in group
+        ]
+        return [DistillExample(student_prompt, teacher_prompt, ids, p_acc) for ids in completions]
+
+    def _evidence(
+        self, example: TaskExample, group: list[Rollout], correct: list[bool]
+    ) -> tuple[str, float, TemplateName] | None:
+        # (evidence, the confidence it states, for calibration 'none', and its template); None skips the prompt.
+        # Golden demonstrations state 1.00, as the paper's do.
+        if self.teacher.template == "correct_solution":
+            for rollout, ok in zip(group, correct):
+                if ok:
+                    stated = parse_confidence(rollout.text)
+                    return rollout.text, stated.value if stated.parsed else 1.0, "correct_solution"
+            if self.teacher.no_correct_rollout == "skip":
+                return None
+        if example.demonstration is None:
+            raise ValueError(
+                f"teacher.template={self.teacher.template!r} needs a demonstration, but task example {example.id!r} "
+                "has none; use teacher.template: correct_solution with no_correct_rollout: skip"
+            )
+        return example.demonstration, 1.0, "demo"
+
+    def _sample(self, prompts: list[list[int]], seed: int) -> list[list[Rollout]]:
+        per_call = max(1, self.rollout.batch_size // self.rollout.num_samples)
+        rollouts: list[list[Rollout]] = []
+        progress = tqdm(total=len(prompts), desc="rollouts", unit="prompt", disable=not self._is_global_zero())
+        for start in range(0, len(prompts), per_call):
+            chunk = prompts[start : start + per_call]
+            rollouts += self.engine.generate(chunk, self.rollout, seed=seed + start)
+            progress.update(len(chunk))
+        progress.close()
+        return rollouts
+
+    def _verify(self, prompts: list[TaskExample], rollouts: list[list[Rollout]]) -> list[list[bool]]:
+        texts = [rollout.text for group in rollouts for rollout in group]
+        references = [example.reference for example, group in zip(prompts, rollouts) for _ in group]
+        verdicts = []
+        chunk = 256
+        progress = tqdm(total=len(texts), desc="verify", unit="rollout", disable=not self._is_global_zero())
+        for start in range(0, len(texts), chunk):
+            verdicts += self.task.verifier.verify_batch(texts[start : start + chunk], references[start : start + chunk])
+            progress.update(min(chunk, len(texts) - start))
+        progress.close()
+        flat = iter([v.correct for v in verdicts])
+        return [[next(flat) for _ in group] for group in rollouts]
+
+    def _check_trainer(self) -> None:
+        if self.trainer.reload_dataloaders_every_n_epochs != 1:
+            raise ValueError(
+                "trainer.reload_dataloaders_every_n_epochs must be 1: CaOPD regenerates rollouts every epoch, got "
+                f"{self.trainer.reload_dataloaders_every_n_epochs}"
+            )
+        connector = getattr(self.trainer, "_accelerator_connector", None)
+        if self.trainer.world_size > 1 and getattr(connector, "use_distributed_sampler", False):
+            raise ValueError("trainer.use_distributed_sampler must be false: each rank already samples its own prompts")
+
+    def _is_global_zero(self) -> bool:
+        return self.trainer is None or self.trainer.is_global_zero
+
+    # ---- evaluation data -----------------------------------------------------------------------------------------
+
+    def val_dataloader(self) -> DataLoader:
+        return self._prompt_loader("val", self.max_eval_prompts)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._prompt_loader(self.test_split)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._prompt_loader(self.predict_split)
+
+    def _prompt_loader(self, split: str, limit: int | None = None) -> DataLoader:
+        tokenizer = self.trainer.lightning_module.tokenizer
+        examples = self.task.split(split)[:limit]
+        items = [(prompt_ids(tokenizer, example.student_messages()), example) for example in examples]
+        return DataLoader(items, batch_size=self.eval_batch_size, shuffle=False, collate_fn=collate_prompts)
+
+    def teardown(self, stage: str) -> None:
+        if stage == "fit" and self.engine is not None:
+            self.engine.close()
+            self.engine = None
+        self.task.verifier.close()
+
+
+def _rollout_stats(
+    rollouts: list[list[Rollout]], verdicts: list[list[bool]], examples: list[DistillExample]
+) -> dict[str, float]:
+    stated = [parse_confidence(r.text) for group in rollouts for r in group]
+    correct = torch.tensor([c for group in verdicts for c in group], dtype=torch.float64)
+    confidence = torch.tensor([s.value for s in stated], dtype=torch.float64)
+    p_acc = [sum(group) / len(group) for group in verdicts if group]
+    return {
+        "p_acc": sum(p_acc) / max(len(p_acc), 1),
+        "stated_confidence": float(confidence.mean()) if len(confidence) else float("nan"),
+        "accuracy": float(correct.mean()) if len(correct) else float("nan"),
+        "ece": float(expected_calibration_error(confidence, correct)) if len(correct) else float("nan"),
+        "format_adherence": sum(s.parsed for s in stated) / max(len(stated), 1),
+        "finished": sum(r.finished for group in rollouts for r in group) / max(len(stated), 1),
+        "examples": float(len(examples)),
+    }
+
+
+def _trim_to_common_length(examples: list[DistillExample]) -> list[DistillExample]:
+    # Ranks may keep different numbers of examples (prompts skipped without a correct rollout); every rank must run
+    # the same number of steps, so all trim to the smallest count.
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return examples
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+    count = torch.tensor(len(examples), dtype=torch.long, device=device)
+    dist.all_reduce(count, op=dist.ReduceOp.MIN)
+    return examples[: int(count)]

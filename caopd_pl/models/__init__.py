@@ -1,0 +1,1 @@
+"""Students: the built-in tiny model and tokenizer, and loading of Hugging Face checkpoints."""

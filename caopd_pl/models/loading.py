@@ -1,0 +1,83 @@
+"""Loading the student: the built-in tiny model, a Hugging Face hub name, or a local directory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from caopd_pl.models.tiny import TinyModelConfig, build_tiny_model
+from caopd_pl.models.tokenizer import build_char_tokenizer
+
+TINY = "tiny"
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which causal LM is the student (the teacher starts as its copy)."""
+
+    name_or_path: str = TINY
+    """``tiny`` (built in code, no download), a hub name such as ``Qwen/Qwen3-0.6B``, or a local directory."""
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """Weight dtype of a loaded model (the tiny model is always float32)."""
+    tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+    """Shape of the built-in model."""
+    trust_remote_code: bool = False
+    """Allow model code shipped with a checkpoint."""
+    attn_implementation: str | None = None
+    """transformers attention backend (``sdpa``, ``eager``, ``flash_attention_2``); None picks the default."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass to save memory."""
+
+
+def load_model(config: ModelConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The student and its tokenizer.
+
+    Raises:
+        ValueError: if the tokenizer has no chat template, or the model's logits are not a plain linear read-out
+            of the final hidden state (the chunked loss relies on it).
+    """
+    if config.name_or_path == TINY:
+        tokenizer = build_char_tokenizer()
+        model = build_tiny_model(config.tiny, len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(config.name_or_path, trust_remote_code=config.trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            config.name_or_path,
+            dtype=_DTYPES[config.dtype],
+            trust_remote_code=config.trust_remote_code,
+            attn_implementation=config.attn_implementation,
+        )
+    _check_tokenizer(tokenizer, config.name_or_path)
+    _check_readout(model, config.name_or_path)
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    return model, tokenizer
+
+
+def _check_tokenizer(tokenizer: PreTrainedTokenizerBase, name: str) -> None:
+    if not tokenizer.chat_template:
+        raise ValueError(f"model.name_or_path={name!r}: the tokenizer has no chat template; use an instruct/chat model")
+    if tokenizer.eos_token_id is None:
+        raise ValueError(f"model.name_or_path={name!r}: the tokenizer defines no eos_token")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+
+
+def _check_readout(model: PreTrainedModel, name: str) -> None:
+    for attribute in ("final_logit_softcapping", "logit_scale", "output_multiplier_scale"):
+        if getattr(model.config, attribute, None) not in (None, 1, 1.0):
+            raise ValueError(
+                f"model.name_or_path={name!r} sets config.{attribute}; the chunked distillation loss assumes logits "
+                "= hidden @ lm_head.weight.T and does not support it yet"
+            )
+    if getattr(model.get_output_embeddings(), "bias", None) is not None:
+        raise ValueError(f"model.name_or_path={name!r}: an lm_head with a bias is not supported by the chunked loss")
+
+
+def final_hidden_states(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, T, H) hidden states after the final norm: what ``lm_head`` reads."""
+    return model.base_model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state

@@ -1,0 +1,61 @@
+"""Figures written beside the numbers: reliability diagrams and confidence-versus-accuracy plots."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from caopd_pl.metrics import confidence_bins  # noqa: E402
+
+
+def _bin_stats(confidence: torch.Tensor, correct: torch.Tensor, num_bins: int):
+    bins = confidence_bins(confidence, num_bins)
+    count = torch.bincount(bins, minlength=num_bins).double()
+    acc = torch.bincount(bins, weights=correct.double(), minlength=num_bins) / count.clamp_min(1)
+    conf = torch.bincount(bins, weights=confidence.double(), minlength=num_bins) / count.clamp_min(1)
+    return count, acc, conf
+
+
+def draw_reliability(ax, confidence: torch.Tensor, correct: torch.Tensor, title: str = "", num_bins: int = 10):
+    """One reliability diagram on ``ax``: accuracy per confidence bin against the diagonal."""
+    count, acc, conf = _bin_stats(confidence, correct, num_bins)
+    centers = (torch.arange(num_bins, dtype=torch.float64) + 0.5) / num_bins
+    filled = count > 0
+    ax.bar(centers[filled], acc[filled], width=1 / num_bins, edgecolor="black", alpha=0.7, label="accuracy")
+    ax.plot([0, 1], [0, 1], "--", color="gray", label="perfect calibration")
+    ax.scatter(conf[filled], acc[filled], color="crimson", zorder=3, s=12, label="bin mean confidence")
+    for x, n in zip(centers[filled].tolist(), count[filled].tolist()):
+        ax.text(x, 0.02, str(int(n)), ha="center", fontsize=7)
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="stated confidence", ylabel="accuracy", title=title)
+    ax.legend(loc="upper left", fontsize=7)
+
+
+def reliability_diagram(
+    confidence: torch.Tensor, correct: torch.Tensor, path: str | Path, title: str = "", num_bins: int = 10
+) -> None:
+    """Write a reliability diagram PNG (bin counts printed along the bottom)."""
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    draw_reliability(ax, confidence, correct, title, num_bins)
+    _save(fig, path)
+
+
+def reliability_grid(results: Mapping[str, tuple[torch.Tensor, torch.Tensor]], path: str | Path) -> None:
+    """One reliability diagram per named (confidence, correct) pair, side by side."""
+    fig, axes = plt.subplots(1, len(results), figsize=(4.5 * len(results), 4.5), squeeze=False)
+    for ax, (name, (confidence, correct)) in zip(axes[0], results.items()):
+        draw_reliability(ax, confidence, correct, title=name)
+    _save(fig, path)
+
+
+def _save(fig, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

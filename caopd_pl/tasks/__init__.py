@@ -1,0 +1,1 @@
+"""Tasks: prompts, references, demonstrations and the verifier that judges them."""

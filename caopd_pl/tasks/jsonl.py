@@ -1,0 +1,86 @@
+"""A task from rows in the project's own format: math and code problems (or anything a verifier can judge).
+
+One JSON object per line (JSONL; the same columns also load from Parquet, a ``datasets`` folder or the hub)::
+
+    {"id": "gsm8k-17", "prompt": "What is 3 + 4?", "answer": "7", "demonstration": "3 + 4 = 7. \\\\boxed{7}"}
+    {"prompt": "Write add(a, b).", "reference": {"test": "assert add(1, 2) == 3", "entry_point": "add"}}
+
+Fields:
+
+- ``prompt`` (the question, a string) or ``messages`` (chat messages); an optional ``system`` string is prepended;
+- ``reference`` (whatever the verifier reads: a code reference dict, a golden call list, ...) or ``answer`` (a math
+  answer, a letter, a number);
+- ``demonstration`` (optional): a golden response without a confidence line, for the teacher's ``demo`` template;
+- ``id`` (optional; default ``<split>:<line index>``); every other field goes to ``meta``.
+
+The verifier is named by the task (``math``, ``code``, ...), not by the rows.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from caopd_pl.confidence import strip_confidence
+from caopd_pl.tasks.base import Task, TaskExample
+from caopd_pl.tasks.science import parse_messages
+from caopd_pl.tasks.sources import SplitSources
+from caopd_pl.verifiers import Verifier
+
+_KNOWN = ("prompt", "messages", "system", "reference", "answer", "demonstration", "id")
+
+
+class JsonlTask(Task):
+    """Problems in the JSONL format of the module docstring, judged by the named verifier."""
+
+    def __init__(
+        self,
+        verifier: str | Verifier | dict[str, Any] = "math",
+        train: str | None = None,
+        val: str | None = None,
+        test: str | None = None,
+        ood: str | None = None,
+        limit: int | None = None,
+    ) -> None:
+        """Args:
+        verifier: The judge: a registered name (``math``, ``code``, ``chemistry``, ``tooluse``, ...), a class path,
+            or ``{class_path, init_args}``.
+        train: Source of the train split (JSONL, Parquet, folder or hub name; see :mod:`caopd_pl.tasks.sources`).
+        val: Source of the validation split.
+        test: Source of the test split.
+        ood: Source of an out-of-distribution split.
+        limit: Rows kept per split (None: all).
+
+        Raises:
+            ValueError: no split has a source, or an unknown verifier.
+        """
+        super().__init__(verifier)
+        self.sources = SplitSources({"train": train, "val": val, "test": test, "ood": ood}, limit)
+
+    def splits(self) -> tuple[str, ...]:
+        return self.sources.names()
+
+    def split(self, name: str) -> list[TaskExample]:
+        return [jsonl_example(row, f"{name}:{index}") for index, row in enumerate(self.sources.rows(name))]
+
+
+def jsonl_example(row: dict[str, Any], default_id: str) -> TaskExample:
+    """One row as a :class:`TaskExample`.
+
+    Raises:
+        ValueError: the row has no ``prompt``/``messages`` or no ``reference``/``answer`` (the message names the row).
+    """
+    if "prompt" not in row and "messages" not in row:
+        raise ValueError(f"row {row.get('id', default_id)}: needs 'prompt' or 'messages'; it has {sorted(row)}")
+    if "reference" not in row and "answer" not in row:
+        raise ValueError(f"row {row.get('id', default_id)}: needs 'reference' or 'answer'; it has {sorted(row)}")
+    messages = parse_messages(row["messages"] if "messages" in row else row["prompt"])
+    if isinstance(row.get("system"), str):
+        messages = [{"role": "system", "content": row["system"]}, *messages]
+    demonstration = row.get("demonstration")
+    return TaskExample(
+        messages=messages,
+        reference=row["reference"] if "reference" in row else row["answer"],
+        demonstration=strip_confidence(demonstration) if isinstance(demonstration, str) else None,
+        id=str(row.get("id", default_id)),
+        meta={k: v for k, v in row.items() if k not in _KNOWN},
+    )

@@ -1,0 +1,113 @@
+"""Science Q&A (the CaOPD paper's chemistry multiple choice over SMILES, SciKnowEval), judged by ``chemistry``.
+
+Row formats accepted (both as released with the paper):
+
+- ``messages`` (chat messages), ``output_text`` (a golden response: the teacher's demonstration), ``answer``;
+- ``prompt`` (chat messages, their Python-repr string as some releases store them, or a plain question) and
+  ``answer``.
+
+``answer`` is the option letter; a row with a ``smiles`` column is judged as a SMILES answer instead. Trailing
+assistant messages are dropped from the prompt (the last one becomes the demonstration when there is no
+``output_text``). Repr strings are parsed with ``ast.literal_eval``, never ``eval``.
+"""
+
+from __future__ import annotations
+
+import ast
+from typing import Any
+
+from caopd_pl.confidence import strip_confidence
+from caopd_pl.tasks.base import Message, Task, TaskExample
+from caopd_pl.tasks.sources import SplitSources
+from caopd_pl.verifiers import Verifier
+
+
+def parse_messages(value: Any) -> list[Message]:
+    """Chat messages from a list, its Python-repr / JSON string, or a plain question string.
+
+    Raises:
+        ValueError: a list whose items are not ``{"role", "content"}`` messages.
+    """
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("[") and text.endswith("]"):
+            try:
+                value = ast.literal_eval(text)
+            except (ValueError, SyntaxError, MemoryError, RecursionError):
+                return [{"role": "user", "content": value}]
+        else:
+            return [{"role": "user", "content": value}]
+    if not isinstance(value, (list, tuple)) or not all(
+        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in value
+    ):
+        raise ValueError(f"prompt must be chat messages [{{'role', 'content'}}, ...] or a string, got {value!r:.200}")
+    return [{"role": m["role"], "content": m["content"]} for m in value]
+
+
+def split_demonstration(messages: list[Message]) -> tuple[list[Message], str | None]:
+    """The prompt without trailing assistant messages, and the last of those (or None)."""
+    demonstration = None
+    while messages and messages[-1]["role"] == "assistant":
+        demonstration = demonstration or messages[-1]["content"]
+        messages = messages[:-1]
+    return messages, demonstration
+
+
+class ScienceTask(Task):
+    """Chemistry multiple-choice questions from the paper's science split, or any file in its format."""
+
+    def __init__(
+        self,
+        train: str | None = None,
+        val: str | None = None,
+        test: str | None = None,
+        ood: str | None = None,
+        limit: int | None = None,
+        verifier: str | Verifier | dict[str, Any] = "chemistry",
+    ) -> None:
+        """Args:
+        train: Source of the train split (folder, JSONL, Parquet or hub name; see :mod:`caopd_pl.tasks.sources`).
+        val: Source of the validation split.
+        test: Source of the test split.
+        ood: Source of an out-of-distribution split.
+        limit: Rows kept per split (None: all).
+        verifier: The judge; ``chemistry`` scores the last ``<answer>`` letter as the paper does.
+
+        Raises:
+            ValueError: no split has a source.
+        """
+        super().__init__(verifier)
+        self.sources = SplitSources({"train": train, "val": val, "test": test, "ood": ood}, limit)
+
+    def splits(self) -> tuple[str, ...]:
+        return self.sources.names()
+
+    def split(self, name: str) -> list[TaskExample]:
+        return [science_example(row, f"{name}:{index}") for index, row in enumerate(self.sources.rows(name))]
+
+
+def science_example(row: dict[str, Any], default_id: str) -> TaskExample:
+    """One science row as a :class:`TaskExample`.
+
+    Raises:
+        ValueError: the row has neither ``messages`` nor ``prompt``, or no ``answer``/``smiles``.
+    """
+    if "messages" not in row and "prompt" not in row:
+        raise ValueError(f"a science row needs 'messages' or 'prompt'; it has {sorted(row)}")
+    messages, demonstration = split_demonstration(parse_messages(row.get("messages", row.get("prompt"))))
+    if isinstance(row.get("output_text"), str):
+        demonstration = row["output_text"]
+    if isinstance(row.get("smiles"), str):
+        reference: Any = {"smiles": row["smiles"]}
+    elif isinstance(row.get("answer"), str):
+        reference = row["answer"].strip()
+    else:
+        raise ValueError(f"a science row needs an 'answer' letter or a 'smiles' string; it has {sorted(row)}")
+    extra = {k: v for k, v in row.items() if k not in ("messages", "prompt", "output_text", "answer", "smiles")}
+    return TaskExample(
+        messages=messages,
+        reference=reference,
+        demonstration=strip_confidence(demonstration) if demonstration else None,
+        id=str(row.get("id", default_id)),
+        meta=extra,
+    )

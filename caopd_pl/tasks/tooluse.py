@@ -1,0 +1,101 @@
+"""Tool use (ToolAlpaca-style single tool call, as in the CaOPD paper), judged by ``tooluse``.
+
+Row format: ``prompt`` (the full ReAct prompt, ending ``Begin!\\nQuestion: ...``), ``golden_answer`` (the list of
+golden calls ``[{"Action", "Action_Input"}]``, or its Python-repr string), and optionally ``golden_response`` (a golden
+``Thought/Action/Action Input`` response: the teacher's demonstration). Without ``golden_response`` the demonstration
+is the first golden call written as ``Action: ...\\nAction Input: ...``. Other columns (``name``, ``description``,
+``instruction``, ...) are kept in ``meta``.
+"""
+
+from __future__ import annotations
+
+import ast
+from typing import Any
+
+from caopd_pl.confidence import strip_confidence
+from caopd_pl.tasks.base import Task, TaskExample
+from caopd_pl.tasks.science import parse_messages
+from caopd_pl.tasks.sources import SplitSources
+from caopd_pl.verifiers import Verifier
+
+
+def parse_golden(value: Any) -> list[dict[str, Any]]:
+    """The golden call list from a list or its Python-repr string (``ast.literal_eval``, never ``eval``).
+
+    Raises:
+        ValueError: not a non-empty list of ``{"Action", "Action_Input"}`` dicts.
+    """
+    if isinstance(value, str):
+        try:
+            value = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError, MemoryError, RecursionError) as err:
+            raise ValueError(f"golden_answer is not a Python literal: {value!r:.200}") from err
+    if isinstance(value, dict):
+        value = [value]
+    if (
+        not isinstance(value, (list, tuple))
+        or not value
+        or not all(isinstance(call, dict) and isinstance(call.get("Action"), str) for call in value)
+    ):
+        raise ValueError(f"golden_answer must be a non-empty list of {{'Action', 'Action_Input'}}, got {value!r:.200}")
+    return [dict(call) for call in value]
+
+
+def demonstration_of(golden: list[dict[str, Any]]) -> str:
+    """The first golden call in the response format the prompt asks for."""
+    first = golden[0]
+    return f"Action: {first['Action']}\nAction Input: {first.get('Action_Input') or '{}'}"
+
+
+class ToolUseTask(Task):
+    """Single-call tool use from the paper's tooluse split, or any file in its format."""
+
+    def __init__(
+        self,
+        train: str | None = None,
+        val: str | None = None,
+        test: str | None = None,
+        ood: str | None = None,
+        limit: int | None = None,
+        verifier: str | Verifier | dict[str, Any] = "tooluse",
+    ) -> None:
+        """Args:
+        train: Source of the train split (folder, JSONL, Parquet or hub name; see :mod:`caopd_pl.tasks.sources`).
+        val: Source of the validation split.
+        test: Source of the test split.
+        ood: Source of an out-of-distribution split.
+        limit: Rows kept per split (None: all).
+        verifier: The judge; ``tooluse`` compares the first call with the first golden call.
+
+        Raises:
+            ValueError: no split has a source.
+        """
+        super().__init__(verifier)
+        self.sources = SplitSources({"train": train, "val": val, "test": test, "ood": ood}, limit)
+
+    def splits(self) -> tuple[str, ...]:
+        return self.sources.names()
+
+    def split(self, name: str) -> list[TaskExample]:
+        return [tooluse_example(row, f"{name}:{index}") for index, row in enumerate(self.sources.rows(name))]
+
+
+def tooluse_example(row: dict[str, Any], default_id: str) -> TaskExample:
+    """One tool-use row as a :class:`TaskExample`.
+
+    Raises:
+        ValueError: the row lacks ``prompt`` or a valid ``golden_answer``.
+    """
+    if "prompt" not in row or "golden_answer" not in row:
+        raise ValueError(f"a tool-use row needs 'prompt' and 'golden_answer'; it has {sorted(row)}")
+    golden = parse_golden(row["golden_answer"])
+    response = row.get("golden_response")
+    demonstration = response if isinstance(response, str) and response.strip() else demonstration_of(golden)
+    extra = {k: v for k, v in row.items() if k not in ("prompt", "golden_answer", "golden_response")}
+    return TaskExample(
+        messages=parse_messages(row["prompt"]),
+        reference=golden,
+        demonstration=strip_confidence(demonstration),
+        id=str(row.get("id", default_id)),
+        meta=extra,
+    )

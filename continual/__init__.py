@@ -1,0 +1,1 @@
+"""Continual-learning runner (installed as ``caopd_pl.continual``)."""

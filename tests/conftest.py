@@ -1,0 +1,26 @@
+"""Shared fixtures: tiny models and tokenizers built in code, no downloads."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from caopd_pl.models.tiny import TinyModelConfig, build_tiny_model
+from caopd_pl.models.tokenizer import build_char_tokenizer
+
+TINY_SPEC = TinyModelConfig(hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=64)
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    return build_char_tokenizer()
+
+
+@pytest.fixture
+def tiny_model(tokenizer):
+    return build_tiny_model(TINY_SPEC, len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)

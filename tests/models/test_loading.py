@@ -1,0 +1,66 @@
+"""The hub-name / local-path loading path, exercised with tiny models of real architectures saved to disk."""
+
+import pytest
+import torch
+
+from caopd_pl.data import DistillExample, collate_distill
+from caopd_pl.losses import masked_mean_divergence
+from caopd_pl.models.loading import ModelConfig, final_hidden_states, load_model
+from caopd_pl.models.tiny import TinyModelConfig, build_tiny_model
+
+ARCHITECTURES = ["qwen2", "llama", "qwen3", "olmo2"]
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_local_checkpoint_loads_and_trains(tmp_path, tokenizer, architecture):
+    spec = TinyModelConfig(architecture=architecture, hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1)
+    original = build_tiny_model(spec, len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id)
+    original.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+
+    model, loaded_tokenizer = load_model(ModelConfig(name_or_path=str(tmp_path)))
+    assert type(model) is type(original)
+    assert loaded_tokenizer.eos_token_id == tokenizer.eos_token_id and loaded_tokenizer.chat_template
+    for (name, a), b in zip(model.state_dict().items(), original.state_dict().values()):
+        assert torch.equal(a, b), name
+
+    batch = collate_distill([DistillExample([2, 10, 11], [2, 12, 13, 14], [20, 21, 3])], tokenizer.pad_token_id)
+    hidden = final_hidden_states(model, batch["student_ids"], batch["student_attention"])
+    logits = model(input_ids=batch["student_ids"], attention_mask=batch["student_attention"]).logits
+    torch.testing.assert_close(hidden @ model.lm_head.weight.T, logits, atol=1e-5, rtol=1e-5)
+
+    teacher_hidden = final_hidden_states(original, batch["teacher_ids"], batch["teacher_attention"]).detach()
+    loss, count = masked_mean_divergence(
+        hidden,
+        model.lm_head.weight,
+        teacher_hidden,
+        original.lm_head.weight,
+        batch["student_mask"],
+        batch["teacher_mask"],
+    )
+    loss.backward()
+    assert count.item() == 3 and loss.item() > 0
+    assert model.get_input_embeddings().weight.grad.abs().sum() > 0  # tied head receives the gradient
+
+
+def test_tokenizer_without_chat_template_is_refused(tmp_path, tokenizer):
+    spec = TinyModelConfig(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1)
+    build_tiny_model(spec, len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id).save_pretrained(tmp_path)
+    tokenizer.chat_template = None
+    try:
+        tokenizer.save_pretrained(tmp_path)
+    finally:
+        tokenizer.chat_template = __import__("caopd_pl.models.tokenizer").models.tokenizer.CHATML_TEMPLATE
+    with pytest.raises(ValueError, match="chat template"):
+        load_model(ModelConfig(name_or_path=str(tmp_path)))
+
+
+def test_tiny_model_is_deterministic_in_its_seed(tokenizer):
+    a, _ = load_model(ModelConfig(tiny=TinyModelConfig(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1)))
+    b, _ = load_model(ModelConfig(tiny=TinyModelConfig(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1)))
+    assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
+
+
+def test_invalid_tiny_shape_names_the_key():
+    with pytest.raises(ValueError, match="model.tiny.hidden_size"):
+        TinyModelConfig(hidden_size=30, num_heads=4)

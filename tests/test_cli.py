@@ -1,0 +1,140 @@
+"""End-to-end runs through the real entry point (``python -m caopd_pl``), on CPU, in seconds."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from lightning.pytorch import Callback
+
+from caopd_pl.__main__ import main
+from caopd_pl.cli import cli_main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def small_config(root: Path, max_epochs: int = 2) -> Path:
+    """The quickstart config, shrunk to seconds and pointed at ``root``."""
+    config = yaml.safe_load((REPO / "configs/quickstart.yaml").read_text())
+    trainer = config["trainer"]
+    trainer |= {
+        "max_epochs": max_epochs,
+        "default_root_dir": str(root),
+        "log_every_n_steps": 1,
+        "enable_progress_bar": False,
+    }
+    trainer["logger"]["init_args"]["save_dir"] = str(root)
+    trainer["callbacks"][0]["init_args"]["dirpath"] = str(root / "checkpoints")
+    model = config["model"]
+    model["model"]["tiny"] = {
+        "hidden_size": 32,
+        "num_layers": 2,
+        "num_heads": 2,
+        "num_kv_heads": 1,
+        "intermediate_size": 64,
+    }
+    model["warm_start"] |= {"steps": 4, "batch_size": 8}
+    model["eval_max_new_tokens"] = 8
+    data = config["data"]
+    data["task"]["init_args"] |= {"num_train": 40, "num_val": 8, "num_test": 8}
+    data["rollout"] |= {"num_samples": 2, "max_new_tokens": 8}
+    data |= {"prompts_per_epoch": 4, "batch_size": 4, "max_eval_prompts": 8}
+    path = root / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def metrics_rows(root: Path) -> list[dict]:
+    import csv
+
+    (path,) = root.glob("logs/version_*/metrics.csv")
+    return list(csv.DictReader(path.open()))
+
+
+@pytest.mark.slow
+def test_fit_then_test_through_the_entry_point(tmp_path):
+    config = small_config(tmp_path)
+    assert main(["fit", "--config", str(config)]) == 0
+
+    rows = metrics_rows(tmp_path)
+    logged = {key for row in rows for key, value in row.items() if value}
+    for key in ("train/loss", "train/kl", "rollout/p_acc", "rollout/stated_confidence", "val/accuracy", "val/ece"):
+        assert key in logged, key
+    assert max(int(row["epoch"]) for row in rows if row["epoch"]) == 1
+    assert (tmp_path / "logs/version_0/config.yaml").exists()  # resolved config saved beside the run
+    checkpoint = torch.load(tmp_path / "checkpoints/last.ckpt", weights_only=False)
+    assert any(key.startswith("teacher.") for key in checkpoint["state_dict"])
+    assert checkpoint["global_step"] == 2 * 2  # 2 epochs x (4 prompts x 2 samples / batch 4)
+
+    ckpt = str(tmp_path / "checkpoints/last.ckpt")
+    assert main(["test", "--config", str(config), "--ckpt_path", ckpt]) == 0
+    (metrics_file,) = tmp_path.glob("logs/version_*/metrics.json")
+    metrics = json.loads(metrics_file.read_text())
+    assert set(metrics) == {
+        "accuracy",
+        "mean_confidence",
+        "ece",
+        "brier",
+        "spr",
+        "ocg",
+        "auroc",
+        "format_adherence",
+        "n",
+    }
+    assert metrics["n"] == 8 and 0.0 <= metrics["accuracy"] <= 1.0
+    assert (metrics_file.parent / "reliability.png").stat().st_size > 1000
+
+
+class Probe(Callback):
+    """Records the epoch and teacher weights at the start of (resumed) training."""
+
+    def on_train_start(self, trainer, module):
+        self.epoch = trainer.current_epoch
+        self.teacher = {k: v.clone() for k, v in module.teacher.state_dict().items()}
+        self.warm_started = module.warm_started
+
+
+@pytest.mark.slow
+def test_resume_from_last_restores_epoch_and_teacher(tmp_path):
+    assert main(["fit", "--config", str(small_config(tmp_path, max_epochs=1))]) == 0
+    saved = torch.load(tmp_path / "checkpoints/last.ckpt", weights_only=False)
+
+    cli = cli_main(["--config", str(small_config(tmp_path, max_epochs=2))], run=False)
+    probe = Probe()
+    cli.trainer.callbacks.append(probe)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path="last")
+
+    assert probe.epoch == 1 and probe.warm_started  # resumed after epoch 0, no second warm start
+    for key, value in probe.teacher.items():
+        assert torch.equal(value, saved["state_dict"][f"teacher.{key}"]), key
+    assert cli.trainer.current_epoch == 2
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").rglob("*.yaml")), ids=lambda p: p.name)
+def test_every_config_parses(path):
+    cli = (
+        cli_main(["--config", str(path), "--trainer.logger", "false"], run=False)
+        if "continual" not in path.parts
+        else None
+    )
+    if cli is not None:
+        assert cli.model is not None and cli.datamodule is not None
+
+
+def test_help_and_unknown_command(capsys):
+    assert main([]) == 0
+    assert "fit, validate, test, predict" in capsys.readouterr().out
+    assert main(["frobnicate"]) == 2
+
+
+def test_help_explains_options(capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", "--help"])
+    out = capsys.readouterr().out
+    assert "--model.ema_rate" in out and "--data.calibration" in out
+
+
+def test_bad_value_names_the_key(tmp_path):
+    with pytest.raises(SystemExit):
+        cli_main(["--config", str(small_config(tmp_path)), "--model.loss.divergence", "kl"], run=False)

@@ -1,0 +1,116 @@
+"""Code verifier: code extraction, the HumanEval-compatible reference format, and true/false verdicts."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+
+from caopd_pl.verifiers import build
+from caopd_pl.verifiers.code import CodeVerifier, extract_code, parse_code_reference
+
+# CI sets CAOPD_REQUIRE_BWRAP=1 so that a missing bubblewrap fails these tests instead of skipping them.
+NO_BWRAP = shutil.which("bwrap") is None and not os.environ.get("CAOPD_REQUIRE_BWRAP")
+
+needs_bwrap = pytest.mark.skipif(NO_BWRAP, reason="bubblewrap is not installed")
+
+HUMANEVAL = {
+    "prompt": 'def add(a: int, b: int) -> int:\n    """Sum of a and b."""\n',
+    "test": "METADATA = {}\n\ndef check(candidate):\n    assert candidate(2, 3) == 5\n"
+    "    assert candidate(-1, 1) == 0\n",
+    "entry_point": "add",
+}
+
+
+def test_extract_code_prefers_the_last_python_block():
+    text = "```text\nnot code\n```\n```python\nx = 1\n```\nthen\n```py\nx = 2\n```\nConfidence: 0.5"
+    assert extract_code(text) == "x = 2\n"
+    assert extract_code("```\ny = 3\n```") == "y = 3\n"
+    assert extract_code("    return a + b\nConfidence: 0.9") == "    return a + b"
+
+
+def test_reference_formats():
+    assert parse_code_reference(json.dumps(HUMANEVAL)) == HUMANEVAL
+    assert parse_code_reference({"test": "assert f() == 1"}) == {
+        "prompt": "",
+        "test": "assert f() == 1",
+        "entry_point": None,
+    }
+    with pytest.raises(ValueError, match="test"):
+        parse_code_reference({"prompt": "x"})
+
+
+@pytest.fixture(scope="module")
+def verifier():
+    if NO_BWRAP:
+        pytest.skip("bubblewrap is not installed")
+    verifier = build("code", timeout=5.0, workers=2)
+    yield verifier
+    verifier.close()
+
+
+@needs_bwrap
+def test_humaneval_continuation_and_full_function(verifier):
+    completions = [
+        "    return a + b\n\nConfidence: 0.9",  # continues the prompt
+        "```python\ndef add(a, b):\n    return b + a\n```\nConfidence: 0.8",  # restates the function
+        "    return a - b\nConfidence: 0.9",
+        "    return a +\nConfidence: 0.9",  # syntax error
+    ]
+    verdicts = verifier.verify_batch(completions, [HUMANEVAL] * 4)
+    assert [v.correct for v in verdicts] == [True, True, False, False]
+    assert "SyntaxError" in verdicts[3].detail
+
+
+@needs_bwrap
+def test_plain_asserts_without_entry_point(verifier):
+    reference = {
+        "test": "assert square(3) == 9\nassert cube(2) == 8\nassert [square(i) for i in range(3)] == [0, 1, 4]"
+    }
+    good = "```python\ndef square(x):\n    return x * x\n\ndef cube(x):\n    return x ** 3\n```"
+    bad = "```python\ndef square(x):\n    return x * x\n```"
+    assert [v.correct for v in verifier.verify_batch([good, bad], [reference, reference])] == [True, False]
+
+
+@needs_bwrap
+def test_plain_data_crosses_the_boundary(verifier):
+    program = (
+        "```python\ndef stats(xs, *, scale=1):\n"
+        "    return {'sum': sum(xs) * scale, 'set': set(xs), 'pair': (min(xs), max(xs)),\n"
+        "            'f': 0.5, 'b': b'x', 'n': None}\n"
+        "```"
+    )
+    test = (
+        "def check(candidate):\n    out = candidate([1, 2, 2], scale=2)\n"
+        "    assert out == {'sum': 10, 'set': {1, 2}, 'pair': (1, 2), 'f': 0.5, 'b': b'x', 'n': None}\n"
+        "    assert isinstance(out['pair'], tuple)\n"
+    )
+    assert verifier.verify(program, {"test": test, "entry_point": "stats"}).correct
+
+
+@needs_bwrap
+def test_expected_exceptions_propagate_as_builtin_types(verifier):
+    test = "def check(candidate):\n    try:\n        candidate(-1)\n    except ValueError:\n        return\n"
+    test += "    raise AssertionError('no error')\n"
+    raises = "```python\ndef root(x):\n    if x < 0:\n        raise ValueError('negative')\n    return x ** 0.5\n```"
+    silent = "```python\ndef root(x):\n    return 0\n```"
+    reference = {"test": test, "entry_point": "root"}
+    assert [v.correct for v in verifier.verify_batch([raises, silent], [reference, reference])] == [True, False]
+
+
+@needs_bwrap
+def test_missing_entry_point_and_bad_reference(verifier):
+    verdicts = verifier.verify_batch(
+        ["def other():\n    return 1\n", "x = 1"], [HUMANEVAL | {"prompt": ""}, {"no": "test"}]
+    )
+    assert not verdicts[0].correct and "entry point" in verdicts[0].detail
+    assert not verdicts[1].correct and verdicts[1].failed
+
+
+def test_constructor_validates():
+    with pytest.raises(ValueError, match="timeout"):
+        CodeVerifier(timeout=0)
+    with pytest.raises(ValueError, match="sandbox mode"):
+        CodeVerifier(sandbox="docker")

@@ -1,0 +1,49 @@
+"""The process pool kills an item at its deadline, survives worker crashes, and keeps results in order."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+
+import pytest
+
+from caopd_pl.verifiers.deadline_pool import DeadlinePool
+
+
+def test_results_in_order_with_errors_reported_per_item():
+    pool = DeadlinePool(math.sqrt, workers=2, timeout=5.0)
+    try:
+        results = pool.map([4.0, -1.0, 9.0] * 10)
+    finally:
+        pool.close()
+    assert results[:3] == [("ok", 2.0), ("error", "ValueError: math domain error"), ("ok", 3.0)]
+    assert results[3:] == results[:3] * 9
+
+
+def test_stuck_item_costs_at_most_the_deadline_and_the_pool_recovers():
+    pool = DeadlinePool(time.sleep, workers=2, timeout=0.5)
+    try:
+        start = time.monotonic()
+        results = pool.map([30, 0, 30, 0, 0])
+        elapsed = time.monotonic() - start
+        assert [status for status, _ in results] == ["timeout", "ok", "timeout", "ok", "ok"]
+        assert elapsed < 10  # two stuck items cost a deadline each plus a worker restart, not 30 s
+        assert pool.timeouts == 2
+        assert pool.map([0]) == [("ok", None)]
+    finally:
+        pool.close()
+
+
+def test_worker_death_is_one_error_not_a_crash():
+    pool = DeadlinePool(os._exit, workers=1, timeout=5.0)
+    try:
+        status, message = pool.map([3])[0]
+    finally:
+        pool.close()
+    assert status == "error" and "exit code 3" in message
+
+
+def test_bad_arguments_fail_at_construction():
+    with pytest.raises(ValueError, match="timeout > 0"):
+        DeadlinePool(math.sqrt, workers=1, timeout=0)

@@ -1,0 +1,132 @@
+"""Code verifier: runs the completion's Python against the reference tests in the bubblewrap sandbox.
+
+Reference format (HumanEval-compatible), a dict or its JSON string::
+
+    {"prompt": "def add(a, b):\\n", "test": "def check(candidate):\\n    assert candidate(1, 2) == 3\\n",
+     "entry_point": "add"}
+
+- ``prompt`` (optional) is prepended to the extracted code (HumanEval completions continue the prompt);
+- ``test`` defines ``check(candidate)`` (called with ``entry_point``) or is plain top-level asserts that name the
+  program's functions directly (MBPP style);
+- ``entry_point`` (optional) names the function under test.
+
+The code is the last fenced block tagged ``python``/``py``, else the last fenced block, else the whole completion
+without its confidence line. The program and the test run in separate processes inside the sandbox (see
+:mod:`caopd_pl.verifiers.code_harness`): functions are called across the boundary with plain-data arguments and
+results, so programs whose functions take callbacks or return custom objects fail by design.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Literal
+
+from caopd_pl.confidence import strip_confidence
+from caopd_pl.verifiers.base import Verdict, Verifier, safe_verify
+from caopd_pl.verifiers.registry import register
+from caopd_pl.verifiers.sandbox import Sandbox, SandboxLimits, SandboxRun
+
+_FENCE = re.compile(r"```[ \t]{0,8}([A-Za-z0-9_+-]{0,20})[^\n]{0,80}\n(.*?)```", re.DOTALL)
+
+
+def extract_code(completion: str) -> str:
+    """The program in a completion: the last ```python block, else the last fenced block, else the whole text."""
+    blocks = [(tag.lower(), body) for tag, body in _FENCE.findall(completion)]
+    python_blocks = [body for tag, body in blocks if tag in ("python", "py", "python3")]
+    if python_blocks:
+        return python_blocks[-1]
+    if blocks:
+        return blocks[-1][1]
+    return strip_confidence(completion)
+
+
+def parse_code_reference(reference: Any) -> dict[str, Any]:
+    """Validate a code reference (dict or JSON string) into ``{"prompt", "test", "entry_point"}``.
+
+    Raises:
+        ValueError: the reference has no ``test`` string or has fields of the wrong type.
+    """
+    if isinstance(reference, str):
+        reference = json.loads(reference)
+    if not isinstance(reference, dict) or not isinstance(reference.get("test"), str):
+        raise ValueError('a code reference is {"test": str, "prompt": str (optional), "entry_point": str (optional)}')
+    prompt, entry_point = reference.get("prompt") or "", reference.get("entry_point") or None
+    if not isinstance(prompt, str) or not (entry_point is None or isinstance(entry_point, str)):
+        raise ValueError("code reference: 'prompt' and 'entry_point' must be strings")
+    return {"prompt": prompt, "test": reference["test"], "entry_point": entry_point}
+
+
+@register("code")
+class CodeVerifier(Verifier):
+    """Correct when the completion's program passes the reference tests inside the sandbox."""
+
+    def __init__(
+        self,
+        sandbox: Literal["bwrap", "unsafe"] = "bwrap",
+        timeout: float = 10.0,
+        workers: int | None = None,
+        limits: SandboxLimits | None = None,
+        python: str | None = None,
+    ) -> None:
+        """Check the sandbox once; the thread pool that drives sandboxes starts on the first batch.
+
+        Args:
+            sandbox: ``bwrap`` (required unless ``unsafe`` is chosen explicitly; ``unsafe`` warns).
+            timeout: Wall-clock seconds per program, sandbox start included.
+            workers: Programs run at once; default: the number of CPUs.
+            limits: Per-program resource limits; default :class:`SandboxLimits`.
+            python: Interpreter inside the sandbox (standard library only); see :class:`Sandbox`.
+
+        Raises:
+            ValueError: a non-positive ``timeout`` or ``workers``.
+            RuntimeError: bubblewrap is missing or unusable and ``sandbox`` is ``bwrap``.
+        """
+        if timeout <= 0:
+            raise ValueError(f"code verifier: timeout must be > 0 seconds, got {timeout}")
+        if workers is not None and workers < 1:
+            raise ValueError(f"code verifier: workers must be >= 1, got {workers}")
+        self.timeout = timeout
+        self.workers = workers or os.cpu_count() or 1
+        self.sandbox = Sandbox(mode=sandbox, python=python, limits=limits)
+        self._pool: ThreadPoolExecutor | None = None
+
+    def verify(self, completion: str, reference: Any) -> Verdict:
+        ref = parse_code_reference(reference)
+        program = ref["prompt"] + extract_code(completion) + "\n"
+        job = {"program": program, "test": ref["test"], "entry_point": ref["entry_point"]}
+        run = self.sandbox.run(job, self.timeout)
+        return _verdict(run, self.timeout)
+
+    def verify_batch(self, completions: Sequence[str], references: Sequence[Any]) -> list[Verdict]:
+        if len(completions) != len(references):
+            raise ValueError(f"got {len(completions)} completions but {len(references)} references")
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="caopd-code")
+        return list(self._pool.map(lambda pair: safe_verify(self, *pair), zip(completions, references)))
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_pool": None}  # pools hold processes/threads: a copy starts its own
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
+def _verdict(run: SandboxRun, timeout: float) -> Verdict:
+    if run.timed_out:
+        return Verdict(False, f"failed: time limit ({timeout:g} s) exceeded")
+    if run.output_exceeded:
+        return Verdict(False, "failed: output limit exceeded")
+    if run.passed:
+        return Verdict(True, "passed")
+    if run.verdict and run.verdict.startswith("FAIL"):
+        return Verdict(False, "failed: " + run.verdict[5:][:500])
+    tail = run.output.strip()[-300:]
+    if run.verdict is None and tail.startswith("bwrap:"):
+        return Verdict(False, f"error: the sandbox could not start: {tail}")
+    return Verdict(False, f"failed: the test harness was killed (exit {run.returncode}){': ' + tail if tail else ''}")

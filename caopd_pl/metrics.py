@@ -110,7 +110,8 @@ class CalibrationMetric(Metric):
         self.parsed.append(parsed.double().flatten())
 
     def compute(self) -> torch.Tensor:
-        if not self.confidence:
+        # After a distributed sync the list states arrive concatenated into one tensor.
+        if isinstance(self.confidence, list) and not self.confidence:
             return torch.tensor(math.nan)
         conf, correct, parsed = (dim_zero_cat(s) for s in (self.confidence, self.correct, self.parsed))
         return torch.tensor(calibration_summary(conf, correct, parsed, self.num_bins)[self.key])

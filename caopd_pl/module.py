@@ -207,16 +207,27 @@ class CaOPDModule(L.LightningModule):
         if self.trainer.is_global_zero:
             self._write_test_results(records)
 
+    def on_predict_epoch_start(self) -> None:
+        self.predict_records: list[dict[str, Any]] = []
+
     def predict_step(self, batch: PromptBatch, batch_idx: int) -> list[dict[str, Any]]:
-        return self.answer(batch)
+        records = self.answer(batch)
+        self.predict_records += records
+        return records
+
+    def on_predict_epoch_end(self) -> None:
+        records = _gather_records(self.predict_records)
+        if self.trainer.is_global_zero:
+            path = self._output_dir() / "predictions.jsonl"
+            _write_jsonl(path, records)
+            print(f"wrote {len(records)} predictions to {path}")
 
     def _update(self, metrics, records: list[dict[str, Any]]) -> None:
         as_tensor = lambda key: torch.tensor([float(r[key]) for r in records], dtype=torch.float64)  # noqa: E731
         metrics.update(as_tensor("confidence"), as_tensor("correct"), as_tensor("parsed"))
 
     def _write_test_results(self, records: list[dict[str, Any]]) -> None:
-        out = Path(self.trainer.log_dir or self.trainer.default_root_dir)
-        out.mkdir(parents=True, exist_ok=True)
+        out = self._output_dir()
         confidence, correct, parsed = (
             torch.tensor([float(r[key]) for r in records], dtype=torch.float64)
             for key in ("confidence", "correct", "parsed")
@@ -224,11 +235,15 @@ class CaOPDModule(L.LightningModule):
         summary = calibration_summary(confidence, correct, parsed)
         clean = {key: (None if isinstance(v, float) and math.isnan(v) else v) for key, v in summary.items()}
         (out / "metrics.json").write_text(json.dumps(clean, indent=2) + "\n")
-        with open(out / "test_predictions.jsonl", "w") as handle:
-            handle.writelines(json.dumps(record) + "\n" for record in records)
+        _write_jsonl(out / "test_predictions.jsonl", records)
         title = f"ECE {summary['ece']:.3f}, accuracy {summary['accuracy']:.3f}"
         reliability_diagram(confidence, correct, out / "reliability.png", title=title)
         print(f"wrote {out / 'metrics.json'} and {out / 'reliability.png'}")
+
+    def _output_dir(self) -> Path:
+        out = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        return out
 
     # ---- checkpoints ---------------------------------------------------------------------------------------------
 
@@ -237,6 +252,11 @@ class CaOPDModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.warm_started = checkpoint.get("caopd", {}).get("warm_started", True)
+
+
+def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
+    with open(path, "w") as handle:
+        handle.writelines(json.dumps(record) + "\n" for record in records)
 
 
 def _gather_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -59,3 +59,15 @@ def _save(fig, path: str | Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def confidence_vs_accuracy(points: Mapping[str, tuple[float, float]], path: str | Path) -> None:
+    """Mean stated confidence against accuracy per method, with the diagonal (the paper's Figure 1)."""
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.plot([0, 1], [0, 1], "--", color="gray", label="calibrated")
+    for name, (accuracy, confidence) in points.items():
+        ax.scatter([accuracy], [confidence], s=60, zorder=3)
+        ax.annotate(name, (accuracy, confidence), textcoords="offset points", xytext=(6, 6))
+    ax.set(xlim=(0, 1), ylim=(0, 1.05), xlabel="accuracy", ylabel="mean stated confidence")
+    ax.legend(loc="lower right", fontsize=8)
+    _save(fig, path)

@@ -85,6 +85,11 @@ def test_fit_then_test_through_the_entry_point(tmp_path):
     assert metrics["n"] == 8 and 0.0 <= metrics["accuracy"] <= 1.0
     assert (metrics_file.parent / "reliability.png").stat().st_size > 1000
 
+    assert main(["predict", "--config", str(config), "--ckpt_path", ckpt]) == 0
+    (predictions,) = tmp_path.glob("logs/version_*/predictions.jsonl")
+    lines = [json.loads(line) for line in predictions.read_text().splitlines()]
+    assert len(lines) == 8 and {"completion", "correct", "confidence", "parsed"} <= set(lines[0])
+
 
 class Probe(Callback):
     """Records the epoch and teacher weights at the start of (resumed) training."""

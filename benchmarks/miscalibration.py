@@ -1,0 +1,203 @@
+"""Reproduce the paper's effect on the embedded default: base vs SDFT vs CaOPD, side by side.
+
+For each seed: warm-start the tiny model once (supervised, every demonstration ends in ``Confidence: 1.00``); from
+that same checkpoint train SDFT (``calibration: none``) and CaOPD (``calibration: empirical``) with the same seeds,
+rollouts and steps; evaluate the warm start ("base"), SDFT and CaOPD by greedy decoding on the held-out ``test``
+split and the shifted ``ood`` split (longer operands and a level never trained). Everything else comes from the
+config (default ``configs/quickstart.yaml``).
+
+    python benchmarks/miscalibration.py --out runs/miscalibration --seeds 0 1 2
+
+Writes ``DIR/summary.json`` ({method: {split: {metric: mean}}}, with ``_std`` and per-seed values beside),
+``DIR/confidence_vs_accuracy.png``, ``DIR/reliability.png`` and prints a Markdown table. A finished piece (a warm
+start, a trained method, an evaluation) is kept under ``DIR/seed_<s>/`` and reused when the command is run again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+from pathlib import Path
+
+import torch
+
+from caopd_pl.cli import cli_main
+from caopd_pl.metrics import calibration_summary
+from caopd_pl.plots import confidence_vs_accuracy, reliability_grid
+from caopd_pl.warmstart import supervised_finetune, warm_start_pairs
+
+METHODS = {"sdft": "none", "caopd": "empirical"}
+SPLITS = ("test", "ood")
+KEYS = ("accuracy", "mean_confidence", "ece", "brier", "spr", "ocg", "auroc")
+
+
+def build(config: str, root: Path, *overrides: str):
+    """A configured (module, datamodule, trainer) from the config, writing under ``root``."""
+    args = [
+        "--config",
+        config,
+        "--trainer.default_root_dir",
+        str(root),
+        "--trainer.logger.init_args.save_dir",
+        str(root),
+        "--trainer.enable_checkpointing",
+        "false",
+        "--trainer.callbacks",
+        "[]",
+        *overrides,
+    ]
+    return cli_main(args, run=False)
+
+
+def warm_start(config: str, root: Path, seed: int, extra: list[str]) -> Path:
+    """Warm-start the tiny model of ``seed`` and save it as a Hugging Face checkpoint (skipped when it exists)."""
+    out = root / "base"
+    if (out / "config.json").exists():
+        return out
+    cli = build(config, root / "warm", f"--model.model.tiny.seed={seed}", f"--model.warm_start.seed={seed}", *extra)
+    module, task = cli.model, cli.datamodule.task
+    settings = module.warm_start
+    pools = warm_start_pairs(module.tokenizer, task.split("train"), settings, settings.steps * settings.batch_size)
+    torch.manual_seed(seed)
+    supervised_finetune(module.student, pools, module.tokenizer.pad_token_id, settings)
+    module.student.save_pretrained(out)
+    module.tokenizer.save_pretrained(out)
+    return out
+
+
+def train(config: str, root: Path, base: Path, method: str, seed: int, extra: list[str]) -> Path:
+    """Distil from ``base`` with ``method``'s calibration; returns the saved student (skipped when it exists)."""
+    out = root / method
+    if (out / "model" / "config.json").exists():
+        return out / "model"
+    cli = build(
+        config,
+        out,
+        f"--model.model.name_or_path={base}",
+        "--model.warm_start=null",
+        f"--data.calibration={METHODS[method]}",
+        f"--seed_everything={seed}",
+        f"--data.seed={seed}",
+        f"--data.rollout.seed={seed}",
+        *extra,
+    )
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    cli.model.student.save_pretrained(out / "model")
+    cli.model.tokenizer.save_pretrained(out / "model")
+    return out / "model"
+
+
+def evaluate(config: str, root: Path, model: Path, name: str, split: str, extra: list[str]) -> list[dict]:
+    """Greedy answers of ``model`` on ``split`` (cached as JSONL)."""
+    path = root / "eval" / f"{name}_{split}.jsonl"
+    if path.exists():
+        return [json.loads(line) for line in path.open()]
+    cli = build(
+        config,
+        root / "eval" / name,
+        f"--model.model.name_or_path={model}",
+        "--model.warm_start=null",
+        f"--data.test_split={split}",
+        *extra,
+    )
+    cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
+    records = cli.model.test_records
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return records
+
+
+def summarize(records: list[dict]) -> dict[str, float]:
+    tensor = lambda key: torch.tensor([float(r[key]) for r in records])  # noqa: E731
+    return calibration_summary(tensor("confidence"), tensor("correct"), tensor("parsed"))
+
+
+def aggregate(per_seed: list[dict]) -> dict:
+    """{method: {split: {key: mean, key_std: std, key_seeds: [...]}}} over seeds."""
+    out: dict = {}
+    for method in per_seed[0]:
+        for split in SPLITS:
+            cell = out.setdefault(method, {}).setdefault(split, {})
+            for key in KEYS:
+                values = [seed[method][split][key] for seed in per_seed]
+                finite = [v for v in values if not math.isnan(v)]
+                cell[key] = statistics.fmean(finite) if finite else None
+                cell[f"{key}_std"] = statistics.pstdev(finite) if len(finite) > 1 else 0.0
+                cell[f"{key}_seeds"] = [None if math.isnan(v) else v for v in values]
+    return out
+
+
+def markdown(summary: dict, seeds: int) -> str:
+    lines = [f"| method | split | {' | '.join(KEYS)} |", "|---|---|" + "---|" * len(KEYS)]
+    for method, splits in summary.items():
+        for split, cell in splits.items():
+            values = [
+                "n/a" if cell[k] is None else (f"{cell[k]:.3f}" + (f" ± {cell[k + '_std']:.3f}" if seeds > 1 else ""))
+                for k in KEYS
+            ]
+            lines.append(f"| {method} | {split} | {' | '.join(values)} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, required=True, help="output directory")
+    parser.add_argument("--config", default="configs/quickstart.yaml")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--k", type=int, default=None, help="rollouts per prompt (default: the config's)")
+    parser.add_argument("--epochs", type=int, default=None, help="distillation epochs (default: the config's)")
+    parser.add_argument("--estimator", choices=["empirical", "beta"], default="empirical")
+    parser.add_argument("--prior", type=float, nargs=2, default=(1.0, 1.0), metavar=("ALPHA", "BETA"))
+    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
+    args = parser.parse_args()
+
+    extra = [
+        f"--data.estimator.kind={args.estimator}",
+        f"--data.estimator.prior_alpha={args.prior[0]}",
+        f"--data.estimator.prior_beta={args.prior[1]}",
+    ]
+    extra += [f"--data.rollout.num_samples={args.k}"] if args.k else []
+    extra += [f"--trainer.max_epochs={args.epochs}"] if args.epochs else []
+    tag = f"k{args.k or 'cfg'}_e{args.epochs or 'cfg'}_{args.estimator}" + (
+        f"_{args.prior[0]:g}_{args.prior[1]:g}" if args.estimator == "beta" else ""
+    )
+    per_seed, pooled = [], {}
+    for seed in args.seeds:
+        root = args.out / f"seed_{seed}"
+        base = warm_start(args.config, root, seed, [])
+        models = {"base": base} | {m: train(args.config, root / tag, base, m, seed, extra) for m in args.methods}
+        results = {}
+        for name, model in models.items():
+            for split in SPLITS:
+                eval_root = root if name == "base" else root / tag
+                records = evaluate(args.config, eval_root, model, name, split, [])
+                results.setdefault(name, {})[split] = summarize(records)
+                pooled.setdefault(name, {}).setdefault(split, []).extend(records)
+        per_seed.append(results)
+
+    summary = aggregate(per_seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    confidence_vs_accuracy(
+        {m: (summary[m]["test"]["accuracy"], summary[m]["test"]["mean_confidence"]) for m in summary},
+        args.out / "confidence_vs_accuracy.png",
+    )
+    reliability_grid(
+        {
+            m: (
+                torch.tensor([r["confidence"] for r in pooled[m]["test"]]),
+                torch.tensor([float(r["correct"]) for r in pooled[m]["test"]]),
+            )
+            for m in pooled
+        },
+        args.out / "reliability.png",
+    )
+    print(f"\n{len(args.seeds)} seed(s), {tag}; mean ± std over seeds\n")
+    print(markdown(summary, len(args.seeds)))
+    print(f"\nwrote {args.out / 'summary.json'}, confidence_vs_accuracy.png, reliability.png")
+
+
+if __name__ == "__main__":
+    main()

@@ -4,7 +4,7 @@ Shape (Qwen2.5-0.5B's read-out): vocabulary 151,936, hidden 896, 1,024 completio
 reverse KL, float32 on CPU. Each variant runs in a fresh process; peak memory is the rise of the process's peak
 resident set size above what the inputs already hold (Linux ``VmHWM``, reset through ``/proc/self/clear_refs``).
 
-    python benchmarks/kl_memory.py [--tokens 1024] [--vocab 151936] [--hidden 896] [--chunk-size 128] [--repeats 3]
+    python benchmarks/kl_memory.py [--tokens 1024] [--vocab 151936] [--hidden 896] [--chunk-size 64] [--repeats 3]
 
 The last line prints the two ratios; targets: chunked peak <= 20% of naive, time <= 1.2x.
 """
@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=1024)
     parser.add_argument("--vocab", type=int, default=151_936)
     parser.add_argument("--hidden", type=int, default=896)
-    parser.add_argument("--chunk-size", type=int, default=128)
+    parser.add_argument("--chunk-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--variant", choices=["naive", "chunked"], help=argparse.SUPPRESS)
     args = parser.parse_args()

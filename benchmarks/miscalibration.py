@@ -61,8 +61,10 @@ def warm_start(config: str, root: Path, seed: int, extra: list[str]) -> Path:
     settings = module.warm_start
     pools = warm_start_pairs(module.tokenizer, task.split("train"), settings, settings.steps * settings.batch_size)
     torch.manual_seed(seed)
-    supervised_finetune(module.student, pools, module.tokenizer.pad_token_id, settings)
+    losses = supervised_finetune(module.student, pools, module.tokenizer.pad_token_id, settings)
     module.student.save_pretrained(out)
+    (out / "warm_start_losses.json").write_text(json.dumps(losses))
+    print(f"warm start seed {seed}: loss {statistics.fmean(losses[:50]):.3f} -> {statistics.fmean(losses[-50:]):.3f}")
     module.tokenizer.save_pretrained(out)
     return out
 

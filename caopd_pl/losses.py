@@ -3,8 +3,8 @@
 The student and teacher logits at completion positions are (N, V) with V up to 151,936; materialising both, with
 their softmaxes and the gradient, costs several GB at N = 1,024. :func:`chunked_divergence` instead takes the final
 hidden states and the two output-embedding matrices and walks the N rows in chunks. A custom autograd function
-computes each chunk's gradient with respect to the student's logits during the forward pass (by autograd on the
-chunk alone) and immediately folds it into the gradients of the hidden states and the output embedding, so only one
+computes each chunk's gradient with respect to the student's logits during the forward pass (in closed form for the
+two KLs, by autograd on the chunk alone for JSD) and immediately folds it into the gradients of the hidden states and the output embedding, so only one
 chunk of logits is ever alive. The matmul count equals the naive computation's; nothing is recomputed.
 
 Divergences, per token, with p the student's and q the teacher's next-token distribution:
@@ -57,6 +57,35 @@ def _at_least_float32(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
 
 
+def _loss_and_logit_grad(
+    logits: torch.Tensor, teacher_logits: torch.Tensor, kind: Divergence, beta: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed divergence of a chunk and its gradient with respect to the student's logits, (c, V).
+
+    Reverse and forward KL use their closed-form gradients, in place, so a chunk holds about three (c, V) buffers;
+    ``jsd`` falls back to autograd on the chunk.
+    """
+    if kind == "jsd":
+        with torch.enable_grad():
+            logits = logits.detach().requires_grad_()
+            loss = token_divergence(logits, teacher_logits, kind, beta).sum()
+            (grad,) = torch.autograd.grad(loss, logits)
+        return loss.detach(), grad
+    log_p = F.log_softmax(_at_least_float32(logits), dim=-1)  # (c, V)
+    del logits
+    log_q = F.log_softmax(_at_least_float32(teacher_logits), dim=-1)  # (c, V)
+    del teacher_logits
+    if kind == "forward":  # KL(q || p) = sum q (log q - log p); d/dz = p - q
+        loss = (log_q.exp().unsqueeze(1) @ (log_q - log_p).unsqueeze(2)).sum()
+        return loss, log_p.exp_().sub_(log_q.exp_())
+    if kind == "reverse":  # KL(p || q) = sum p (log p - log q); d/dz = p * (log p - log q - KL)
+        diff = log_q.neg_().add_(log_p)  # (c, V), log p - log q, in log_q's buffer
+        p = log_p.exp_()  # (c, V), in log_p's buffer
+        per_row = (p.unsqueeze(1) @ diff.unsqueeze(2)).view(-1, 1)  # (c, 1), no (c, V) temporary
+        return per_row.sum(), diff.sub_(per_row).mul_(p)
+    raise ValueError(f"loss.divergence must be one of 'reverse', 'forward', 'jsd', got {kind!r}")
+
+
 class _ChunkedDivergence(torch.autograd.Function):
     """Sum over rows of ``token_divergence``; gradients for the student's hidden states and weight only."""
 
@@ -70,11 +99,8 @@ class _ChunkedDivergence(torch.autograd.Function):
             rows = slice(start, start + chunk_size)
             with torch.no_grad():
                 teacher_logits = teacher_hidden[rows] @ teacher_weight.T  # (c, V)
-            with torch.enable_grad():
-                logits = (hidden[rows] @ weight.T).detach().requires_grad_()  # (c, V)
-                loss = token_divergence(logits, teacher_logits, kind, beta).sum()
-                (grad_logits,) = torch.autograd.grad(loss, logits)  # (c, V)
-            total += loss.detach()
+            loss, grad_logits = _loss_and_logit_grad(hidden[rows] @ weight.T, teacher_logits, kind, beta)  # (c, V)
+            total += loss
             grad_hidden[rows] = (grad_logits @ weight).to(hidden.dtype)  # (c, H)
             if grad_weight is not None:
                 grad_weight.addmm_(grad_logits.T.to(accumulate), hidden[rows].to(accumulate))  # (V, H)
@@ -99,7 +125,7 @@ def chunked_divergence(
     teacher_weight: torch.Tensor,
     kind: Divergence = "reverse",
     beta: float = 0.5,
-    chunk_size: int = 128,
+    chunk_size: int = 64,
 ) -> torch.Tensor:
     """Summed token divergence over N rows without materialising (N, V) logits.
 
@@ -135,7 +161,7 @@ def masked_mean_divergence(
     teacher_mask: torch.Tensor,
     kind: Divergence = "reverse",
     beta: float = 0.5,
-    chunk_size: int = 128,
+    chunk_size: int = 64,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean token divergence over the masked positions of a padded batch.
 

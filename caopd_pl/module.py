@@ -47,7 +47,7 @@ class LossConfig:
     """Teacher weight of the ``jsd`` mixture, in (0, 1)."""
     skip_first_tokens: int = 3
     """Completion tokens at the start of each completion left out of the loss (the reference skips 3)."""
-    chunk_size: int = 128
+    chunk_size: int = 64
     """Completion tokens per chunk of the vocabulary projection; bounds peak memory."""
 
     def __post_init__(self) -> None:

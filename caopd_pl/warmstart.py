@@ -6,8 +6,8 @@ demonstrations ending in ``Confidence: 1.00`` (as the paper's golden demonstrati
 
 Departure needed by a tiny model: a pretrained LLM follows the teacher template ("Output this exact value...") out of
 the box; a model trained from scratch does not. A share of the warm-start examples therefore uses the teacher's
-privileged prompts (both templates, with and without the note) holding a random confidence value, with the
-demonstration and that value as the target. This teaches reading the context only; the plain-prompt examples always
+privileged prompts (both templates, with and without the note) holding a stated confidence (1.00 a third of the
+time, as golden demonstrations state, else uniform), with the demonstration and that value as the target. This teaches reading the context only; the plain-prompt examples always
 end in 1.00, so the student starts overconfident, as in the paper.
 """
 
@@ -64,7 +64,8 @@ def warm_start_pairs(
         example = rng.choice(usable)
         messages = example.student_messages()
         if rng.random() < config.privileged_fraction:
-            confidence = round(rng.random(), 2)
+            # Golden demonstrations state 1.00 (what the SDFT teacher sees); other values stand for P_acc.
+            confidence = 1.0 if rng.random() < 1 / 3 else round(rng.random(), 2)
             template = rng.choice(["demo", "correct_solution"])
             messages = teacher_messages(messages, example.demonstration, confidence, template, note=rng.random() < 0.5)
             target = revised_completion_ids(tokenizer, example.demonstration, confidence)

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+)
 
 from caopd_pl.models.tiny import TinyModelConfig, build_tiny_model
 from caopd_pl.models.tokenizer import build_char_tokenizer
@@ -44,7 +52,7 @@ def load_model(config: ModelConfig) -> tuple[PreTrainedModel, PreTrainedTokenize
         tokenizer = build_char_tokenizer()
         model = build_tiny_model(config.tiny, len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id)
     else:
-        tokenizer = AutoTokenizer.from_pretrained(config.name_or_path, trust_remote_code=config.trust_remote_code)
+        tokenizer = load_tokenizer(config.name_or_path, config.trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(
             config.name_or_path,
             dtype=_DTYPES[config.dtype],
@@ -56,6 +64,22 @@ def load_model(config: ModelConfig) -> tuple[PreTrainedModel, PreTrainedTokenize
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     return model, tokenizer
+
+
+def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    """The checkpoint's tokenizer, exactly as its ``tokenizer.json`` defines it.
+
+    A local checkpoint whose tokenizer is a plain ``tokenizers`` file (``tokenizer_class`` ``TokenizersBackend`` or
+    ``PreTrainedTokenizerFast``, as the built-in character tokenizer saves) is loaded as such: ``AutoTokenizer``
+    would pick the class of the model type instead (``Qwen2Tokenizer`` beside a Qwen2 config), which replaces the
+    file's pre-tokenizer with its own and silently changes every token id.
+    """
+    config_file = Path(name_or_path) / "tokenizer_config.json"
+    if config_file.is_file():
+        declared = json.loads(config_file.read_text()).get("tokenizer_class")
+        if declared in ("TokenizersBackend", "PreTrainedTokenizerFast"):
+            return PreTrainedTokenizerFast.from_pretrained(name_or_path)
+    return AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
 
 
 def _check_tokenizer(tokenizer: PreTrainedTokenizerBase, name: str) -> None:

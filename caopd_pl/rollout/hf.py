@@ -68,7 +68,9 @@ def _generate_batch(model, tokenizer, prompts, num_samples, temperature, top_p, 
 def _to_rollout(tokenizer, ids: list[int]) -> Rollout:
     eos = tokenizer.eos_token_id
     finished = eos in ids
-    ids = ids[: ids.index(eos) + 1] if finished else [t for t in ids if t != tokenizer.pad_token_id]
+    # Rows that stop early are padded after their EOS; a row cut at max_new_tokens has no padding at all, so every
+    # one of its tokens is real (even one equal to the pad id).
+    ids = ids[: ids.index(eos) + 1] if finished else ids
     return Rollout(ids, tokenizer.decode(ids, skip_special_tokens=True), finished)
 
 

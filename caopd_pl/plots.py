@@ -42,7 +42,7 @@ def reliability_diagram(
     """Write a reliability diagram PNG (bin counts printed along the bottom)."""
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     draw_reliability(ax, confidence, correct, title, num_bins)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def reliability_grid(results: Mapping[str, tuple[torch.Tensor, torch.Tensor]], path: str | Path) -> None:
@@ -50,10 +50,11 @@ def reliability_grid(results: Mapping[str, tuple[torch.Tensor, torch.Tensor]], p
     fig, axes = plt.subplots(1, len(results), figsize=(4.5 * len(results), 4.5), squeeze=False)
     for ax, (name, (confidence, correct)) in zip(axes[0], results.items()):
         draw_reliability(ax, confidence, correct, title=name)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
-def _save(fig, path: str | Path) -> None:
+def save_figure(fig, path: str | Path) -> None:
+    """Write ``fig`` as a PNG (parents created) and close it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
@@ -70,4 +71,4 @@ def confidence_vs_accuracy(points: Mapping[str, tuple[float, float]], path: str 
         ax.annotate(name, (accuracy, confidence), textcoords="offset points", xytext=(6, 6))
     ax.set(xlim=(0, 1), ylim=(0, 1.05), xlabel="accuracy", ylabel="mean stated confidence")
     ax.legend(loc="lower right", fontsize=8)
-    _save(fig, path)
+    save_figure(fig, path)

@@ -7,8 +7,9 @@ demonstrations ending in ``Confidence: 1.00`` (as the paper's golden demonstrati
 Departure needed by a tiny model: a pretrained LLM follows the teacher template ("Output this exact value...") out of
 the box; a model trained from scratch does not. A share of the warm-start examples therefore uses the teacher's
 privileged prompts (both templates, with and without the note) holding a stated confidence (1.00 a third of the
-time, as golden demonstrations state, else uniform), with the demonstration and that value as the target. This teaches reading the context only; the plain-prompt examples always
-end in 1.00, so the student starts overconfident, as in the paper.
+time, as golden demonstrations state, else uniform), with the demonstration and that value as the target. This
+teaches reading the context only; the plain-prompt examples always end in 1.00, so the student starts
+overconfident, as in the paper.
 """
 
 from __future__ import annotations

@@ -11,15 +11,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from caopd_pl.plots import save_figure  # noqa: E402
+
 Matrix = Sequence[Sequence[float | None]]
-
-
-def _save(fig, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def _nan(matrix: Matrix) -> list[list[float]]:
@@ -68,7 +62,7 @@ def matrix_heatmap(
     """
     fig, ax = plt.subplots(figsize=(1.1 * len(columns) + 2.5, 0.6 * len(rows) + 1.8))
     draw_heatmap(ax, matrix, rows, columns, title, num_trainable, cmap)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def task_curves(
@@ -94,7 +88,7 @@ def task_curves(
         ax.set(xlabel="after stage", ylabel=metric, title=metric, ylim=(-0.02, 1.02))
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def comparison_heatmaps(summaries: dict[str, dict], path: str | Path) -> None:
@@ -111,4 +105,4 @@ def comparison_heatmaps(summaries: dict[str, dict], path: str | Path) -> None:
                 len(summary["trainable_tasks"]),
                 cmap,
             )
-    _save(fig, path)
+    save_figure(fig, path)

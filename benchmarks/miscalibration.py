@@ -153,6 +153,14 @@ def main() -> None:
     parser.add_argument("--estimator", choices=["empirical", "beta"], default="empirical")
     parser.add_argument("--prior", type=float, nargs=2, default=(1.0, 1.0), metavar=("ALPHA", "BETA"))
     parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
+    parser.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra fit option for the SDFT/CaOPD runs, CLI syntax (e.g. --override=--model.ema_rate=0.002); "
+        "cached results are keyed by --out, so use a new --out when changing it",
+    )
     args = parser.parse_args()
 
     extra = [
@@ -162,6 +170,7 @@ def main() -> None:
     ]
     extra += [f"--data.rollout.num_samples={args.k}"] if args.k else []
     extra += [f"--trainer.max_epochs={args.epochs}"] if args.epochs else []
+    extra += args.override
     tag = f"k{args.k or 'cfg'}_e{args.epochs or 'cfg'}_{args.estimator}" + (
         f"_{args.prior[0]:g}_{args.prior[1]:g}" if args.estimator == "beta" else ""
     )

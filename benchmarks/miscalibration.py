@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from caopd_pl.cli import cli_main
-from caopd_pl.metrics import calibration_summary
+from caopd_pl.metrics import answer_tensors, calibration_summary
 from caopd_pl.plots import confidence_vs_accuracy, reliability_grid
 from caopd_pl.warmstart import supervised_finetune, warm_start_pairs
 
@@ -112,8 +112,7 @@ def evaluate(config: str, root: Path, model: Path, name: str, split: str, extra:
 
 
 def summarize(records: list[dict]) -> dict[str, float]:
-    tensor = lambda key: torch.tensor([float(r[key]) for r in records])  # noqa: E731
-    return calibration_summary(tensor("confidence"), tensor("correct"), tensor("parsed"))
+    return calibration_summary(*answer_tensors(records))
 
 
 def aggregate(per_seed: list[dict]) -> dict:

@@ -13,6 +13,8 @@ spr and auroc are NaN when all answers are correct or all are wrong.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torchmetrics import Metric, MetricCollection
@@ -84,6 +86,19 @@ def calibration_summary(
         "format_adherence": parsed.mean(),
     }
     return {**{key: float(value) for key, value in summary.items()}, "n": int(confidence.numel())}
+
+
+def answer_tensors(records: Sequence[Mapping[str, Any]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(confidence, correct, parsed) float64 tensors from answer records (dicts with those keys)."""
+    return tuple(  # type: ignore[return-value]
+        torch.tensor([float(r[key]) for r in records], dtype=torch.float64)
+        for key in ("confidence", "correct", "parsed")
+    )
+
+
+def without_nan(summary: Mapping[str, float]) -> dict[str, float | None]:
+    """``summary`` with NaN (undefined SPR/AUROC) as None, which JSON writes as null."""
+    return {key: None if isinstance(v, float) and math.isnan(v) else v for key, v in summary.items()}
 
 
 class CalibrationMetric(Metric):

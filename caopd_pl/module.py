@@ -16,7 +16,6 @@ Run: ``python -m caopd_pl fit --config configs/quickstart.yaml``.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from caopd_pl.confidence import parse_confidence
 from caopd_pl.data import PromptBatch, skip_first
 from caopd_pl.ema import ema_update, make_teacher
 from caopd_pl.losses import Divergence, masked_mean_divergence
-from caopd_pl.metrics import calibration_metrics, calibration_summary
+from caopd_pl.metrics import answer_tensors, calibration_metrics, calibration_summary, without_nan
 from caopd_pl.models.loading import ModelConfig, final_hidden_states, load_model
 from caopd_pl.plots import reliability_diagram
 from caopd_pl.rollout.hf import generate
@@ -223,18 +222,13 @@ class CaOPDModule(L.LightningModule):
             print(f"wrote {len(records)} predictions to {path}")
 
     def _update(self, metrics, records: list[dict[str, Any]]) -> None:
-        as_tensor = lambda key: torch.tensor([float(r[key]) for r in records], dtype=torch.float64)  # noqa: E731
-        metrics.update(as_tensor("confidence"), as_tensor("correct"), as_tensor("parsed"))
+        metrics.update(*answer_tensors(records))
 
     def _write_test_results(self, records: list[dict[str, Any]]) -> None:
         out = self._output_dir()
-        confidence, correct, parsed = (
-            torch.tensor([float(r[key]) for r in records], dtype=torch.float64)
-            for key in ("confidence", "correct", "parsed")
-        )
+        confidence, correct, parsed = answer_tensors(records)
         summary = calibration_summary(confidence, correct, parsed)
-        clean = {key: (None if isinstance(v, float) and math.isnan(v) else v) for key, v in summary.items()}
-        (out / "metrics.json").write_text(json.dumps(clean, indent=2) + "\n")
+        (out / "metrics.json").write_text(json.dumps(without_nan(summary), indent=2) + "\n")
         _write_jsonl(out / "test_predictions.jsonl", records)
         title = f"ECE {summary['ece']:.3f}, accuracy {summary['accuracy']:.3f}"
         reliability_diagram(confidence, correct, out / "reliability.png", title=title)

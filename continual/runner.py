@@ -29,7 +29,6 @@ import dataclasses
 import hashlib
 import importlib
 import json
-import math
 import os
 import signal
 import time
@@ -53,7 +52,7 @@ from caopd_pl.continual.storage import (
     atomic_write_text,
     read_jsonl,
 )
-from caopd_pl.metrics import calibration_summary
+from caopd_pl.metrics import answer_tensors, calibration_summary, without_nan
 from caopd_pl.tasks.base import Task
 from caopd_pl.warmstart import WarmStartConfig, supervised_finetune, warm_start_pairs
 
@@ -259,9 +258,7 @@ def instantiate_task(spec: dict[str, Any]) -> Task:
 
 def summarize_records(records: list[dict[str, Any]]) -> dict[str, Any]:
     """Calibration summary of evaluation records; NaN becomes None (JSON null)."""
-    tensor = lambda key: torch.tensor([float(r[key]) for r in records], dtype=torch.float64)  # noqa: E731
-    summary = calibration_summary(tensor("confidence"), tensor("correct"), tensor("parsed"))
-    return {key: None if isinstance(v, float) and math.isnan(v) else v for key, v in summary.items()}
+    return without_nan(calibration_summary(*answer_tensors(records)))
 
 
 def comparison_markdown(table: dict[str, dict[str, float | None]]) -> str:

@@ -5,10 +5,12 @@ import torch
 
 from caopd_pl.metrics import (
     METRIC_KEYS,
+    answer_tensors,
     calibration_metrics,
     calibration_summary,
     confidence_bins,
     expected_calibration_error,
+    without_nan,
 )
 
 CONF = torch.tensor([0.9, 0.8, 0.3, 0.3, 1.0])
@@ -68,3 +70,12 @@ def test_torchmetrics_collection_matches_functional_over_several_updates():
 def test_shape_mismatch_raises():
     with pytest.raises(ValueError, match="shape"):
         calibration_summary(torch.ones(3), torch.ones(2))
+
+
+def test_answer_records_to_tensors_and_json_ready_summary():
+    records = [{"confidence": 0.9, "correct": True, "parsed": True}, {"confidence": 0.2, "correct": True, "parsed": 0}]
+    confidence, correct, parsed = answer_tensors(records)
+    assert confidence.dtype == torch.float64 and confidence.tolist() == [0.9, 0.2]
+    assert correct.tolist() == [1.0, 1.0] and parsed.tolist() == [1.0, 0.0]
+    cleaned = without_nan(calibration_summary(confidence, correct, parsed))
+    assert cleaned["spr"] is None and cleaned["auroc"] is None and cleaned["accuracy"] == 1.0

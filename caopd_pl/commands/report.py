@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from caopd_pl.confidence import parse_confidence
-from caopd_pl.metrics import calibration_summary
+from caopd_pl.metrics import calibration_summary, without_nan
 
 
 def read_judged(path: Path) -> tuple[list[tuple[float, bool, bool]], int]:
@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     metrics, confidence, correct = summarise(rows)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps({**metrics, "malformed_lines": malformed}, indent=2) + "\n")
+    written = {**without_nan(metrics), "malformed_lines": malformed}  # undefined SPR/AUROC as null, valid JSON
+    (out / "metrics.json").write_text(json.dumps(written, indent=2) + "\n")
     from caopd_pl.plots import reliability_diagram
 
     reliability_diagram(confidence, correct, out / "reliability.png", title=args.title or Path(args.input).name)

@@ -9,13 +9,17 @@ config (default ``configs/quickstart.yaml``).
     python benchmarks/miscalibration.py --out runs/miscalibration --seeds 0 1 2
 
 Writes ``DIR/summary.json`` ({method: {split: {metric: mean}}}, with ``_std`` and per-seed values beside),
-``DIR/confidence_vs_accuracy.png``, ``DIR/reliability.png`` and prints a Markdown table. A finished piece (a warm
+``DIR/levels.json`` (accuracy and mean stated confidence per difficulty level, pooled over seeds),
+``DIR/confidence_vs_accuracy.png``, ``DIR/reliability.png`` and prints a Markdown table; ``summary.json`` and
+``levels.json`` are also kept in ``DIR/<setting>/`` (e.g. ``k4_ecfg_beta_1_1``), so runs that differ only in
+K, epochs or estimator can share one ``DIR`` and its warm starts. A finished piece (a warm
 start, a trained method, an evaluation) is kept under ``DIR/seed_<s>/`` and reused when the command is run again.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import statistics
@@ -115,6 +119,21 @@ def summarize(records: list[dict]) -> dict[str, float]:
     return calibration_summary(*answer_tensors(records))
 
 
+def by_level(records: list[dict]) -> dict[str, dict[str, float]]:
+    """{level: {n, accuracy, mean_confidence}} for records that carry a ``level`` (the arithmetic task's do)."""
+    groups: dict[str, list[dict]] = {}
+    for record in records:
+        groups.setdefault(str(record.get("level", "all")), []).append(record)
+    return {
+        level: {
+            "n": len(group),
+            "accuracy": statistics.fmean(float(r["correct"]) for r in group),
+            "mean_confidence": statistics.fmean(r["confidence"] for r in group),
+        }
+        for level, group in sorted(groups.items())
+    }
+
+
 def aggregate(per_seed: list[dict]) -> dict:
     """{method: {split: {key: mean, key_std: std, key_seeds: [...]}}} over seeds."""
     out: dict = {}
@@ -142,6 +161,20 @@ def markdown(summary: dict, seeds: int) -> str:
     return "\n".join(lines)
 
 
+def level_markdown(levels: dict, split: str) -> str:
+    """Accuracy / mean stated confidence per level and method, pooled over seeds."""
+    methods = list(levels)
+    names = sorted({level for m in methods for level in levels[m][split]})
+    lines = [f"| level | {' | '.join(methods)} |", "|---|" + "---|" * len(methods)]
+    for level in names:
+        cells = []
+        for method in methods:
+            cell = levels[method][split].get(level)
+            cells.append("" if cell is None else f"{cell['accuracy']:.2f} / {cell['mean_confidence']:.2f}")
+        lines.append(f"| {level} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="output directory")
@@ -158,7 +191,7 @@ def main() -> None:
         default=[],
         metavar="KEY=VALUE",
         help="extra fit option for the SDFT/CaOPD runs, CLI syntax (e.g. --override=--model.ema_rate=0.002); "
-        "cached results are keyed by --out, so use a new --out when changing it",
+        "its results are kept apart from other settings' under DIR/seed_<s>/<setting>_<digest>/",
     )
     args = parser.parse_args()
 
@@ -173,6 +206,8 @@ def main() -> None:
     tag = f"k{args.k or 'cfg'}_e{args.epochs or 'cfg'}_{args.estimator}" + (
         f"_{args.prior[0]:g}_{args.prior[1]:g}" if args.estimator == "beta" else ""
     )
+    if args.override:  # a short digest keeps settings apart without spelling every override into a folder name
+        tag += "_" + hashlib.sha1("\n".join(args.override).encode()).hexdigest()[:8]
     per_seed, pooled = [], {}
     for seed in args.seeds:
         root = args.out / f"seed_{seed}"
@@ -188,8 +223,12 @@ def main() -> None:
         per_seed.append(results)
 
     summary = aggregate(per_seed)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    levels = {m: {split: by_level(pooled[m][split]) for split in SPLITS} for m in pooled}
+    # DIR/ holds the latest invocation's results; DIR/<tag>/ keeps each setting's, so studies can share warm starts.
+    for folder in (args.out, args.out / tag):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        (folder / "levels.json").write_text(json.dumps(levels, indent=2) + "\n")
     confidence_vs_accuracy(
         {m: (summary[m]["test"]["accuracy"], summary[m]["test"]["mean_confidence"]) for m in summary},
         args.out / "confidence_vs_accuracy.png",
@@ -206,7 +245,9 @@ def main() -> None:
     )
     print(f"\n{len(args.seeds)} seed(s), {tag}; mean ± std over seeds\n")
     print(markdown(summary, len(args.seeds)))
-    print(f"\nwrote {args.out / 'summary.json'}, confidence_vs_accuracy.png, reliability.png")
+    print("\nper level, test split, pooled over seeds: accuracy / mean stated confidence\n")
+    print(level_markdown(levels, "test"))
+    print(f"\nwrote {args.out / 'summary.json'}, levels.json, confidence_vs_accuracy.png, reliability.png")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ distributed sampler on top of the per-rank prompt split) and saves the resolved 
 
 from __future__ import annotations
 
+import sys
+
 from lightning.pytorch.cli import LightningCLI
 
 from caopd_pl.datamodule import RolloutDataModule
@@ -26,11 +28,17 @@ class CaOPDCLI(LightningCLI):
 
 
 def cli_main(args: list[str] | None = None, run: bool = True) -> CaOPDCLI:
-    """Build (and by default run) the CLI; ``args`` replaces ``sys.argv[1:]`` (used by tests)."""
-    return CaOPDCLI(
-        CaOPDModule,
-        RolloutDataModule,
-        args=args,
-        run=run,
-        save_config_kwargs={"overwrite": True},
-    )
+    """Build (and by default run) the CLI; ``args`` replaces ``sys.argv[1:]`` (tests, benchmarks, continual runner)."""
+    argv = sys.argv
+    if args is not None:
+        sys.argv = argv[:1]  # LightningCLI warns on every build when it sees both ``args`` and command-line arguments
+    try:
+        return CaOPDCLI(
+            CaOPDModule,
+            RolloutDataModule,
+            args=args,
+            run=run,
+            save_config_kwargs={"overwrite": True},
+        )
+    finally:
+        sys.argv = argv

@@ -122,11 +122,19 @@ def _count(digits: int) -> int:
     return 10 if digits == 1 else 9 * 10 ** (digits - 1)
 
 
-def _quotas(demands: list[float], pool: int, max_share: float = 0.8) -> list[int]:
-    # A small level (1+1 has 100 problems) cannot fill every split: scale its demands to 80% of its pool so the
-    # splits stay disjoint; those splits then hold fewer problems of that level.
-    scale = min(1.0, max_share * pool / max(sum(demands), 1e-9))
-    return [int(d * scale) for d in demands]
+def _quotas(demands: list[float], pool: int) -> list[int]:
+    """Per-split counts of one level of ``pool`` problems: ``demands`` are (test, val, train) or (ood,).
+
+    Held-out splits come first, so every level keeps its share of them however large the training split is. A small
+    level (1+1 has 100 problems) cannot fill every split: its held-out demands shrink to half of its problems and
+    training takes what is left, so the splits stay disjoint and none is empty.
+    """
+    if len(demands) == 1:
+        return [int(min(demands[0], pool))]
+    *held_out, train = demands
+    scale = min(1.0, pool / 2 / max(sum(held_out), 1e-9))
+    quotas = [int(d * scale) for d in held_out]
+    return [*quotas, int(min(train, pool - sum(quotas)))]
 
 
 def unique_problems(rng: random.Random, level: str) -> Iterator[tuple[int, str, int]]:

@@ -1,3 +1,5 @@
+from collections import Counter
+
 import pytest
 
 from caopd_pl.tasks.arithmetic import ArithmeticTask, level_size, parse_level, unique_problems
@@ -46,3 +48,12 @@ def test_bad_levels_name_the_expected_form(bad):
 def test_unknown_split_raises():
     with pytest.raises(ValueError, match="splits"):
         ArithmeticTask(ood_levels=[]).split("ood")
+
+
+def test_held_out_splits_keep_every_level_share_when_train_is_large():
+    task = ArithmeticTask(levels=["1+1", "2+1", "2+2"], ood_levels=[], num_train=20000, num_val=30, num_test=60)
+    levels = {name: Counter(e.meta["level"] for e in task.split(name)) for name in task.splits()}
+    assert levels["test"] == {"1+1": 20, "2+1": 20, "2+2": 20}
+    assert levels["val"] == {"1+1": 10, "2+1": 10, "2+2": 10}
+    # Small levels give training what the held-out splits leave; 2+2 has room for its full share.
+    assert levels["train"] == {"1+1": 100 - 30, "2+1": 900 - 30, "2+2": 20000 // 3}

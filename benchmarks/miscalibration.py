@@ -12,8 +12,9 @@ Writes ``DIR/summary.json`` ({method: {split: {metric: mean}}}, with ``_std`` an
 ``DIR/levels.json`` (accuracy and mean stated confidence per difficulty level, pooled over seeds),
 ``DIR/confidence_vs_accuracy.png``, ``DIR/reliability.png`` and prints a Markdown table; ``summary.json`` and
 ``levels.json`` are also kept in ``DIR/<setting>/`` (e.g. ``k4_ecfg_beta_1_1``), so runs that differ only in
-K, epochs or estimator can share one ``DIR`` and its warm starts. A finished piece (a warm
-start, a trained method, an evaluation) is kept under ``DIR/seed_<s>/`` and reused when the command is run again.
+K, epochs, estimator or overrides can share one ``DIR`` and its warm starts. A finished piece (a warm start, a
+trained method, an evaluation) is kept under ``DIR/seed_<s>_<config digest>/`` and reused when the command is run
+again with the same config file content.
 """
 
 from __future__ import annotations
@@ -175,6 +176,10 @@ def level_markdown(levels: dict, split: str) -> str:
     return "\n".join(lines)
 
 
+def _digest(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()[:8]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="output directory")
@@ -191,7 +196,7 @@ def main() -> None:
         default=[],
         metavar="KEY=VALUE",
         help="extra fit option for the SDFT/CaOPD runs, CLI syntax (e.g. --override=--model.ema_rate=0.002); "
-        "its results are kept apart from other settings' under DIR/seed_<s>/<setting>_<digest>/",
+        "its results are kept apart from other settings' under DIR/seed_<s>_<config>/<setting>_<digest>/",
     )
     args = parser.parse_args()
 
@@ -207,10 +212,12 @@ def main() -> None:
         f"_{args.prior[0]:g}_{args.prior[1]:g}" if args.estimator == "beta" else ""
     )
     if args.override:  # a short digest keeps settings apart without spelling every override into a folder name
-        tag += "_" + hashlib.sha1("\n".join(args.override).encode()).hexdigest()[:8]
+        tag += "_" + _digest("\n".join(args.override))
+    # Cached pieces live under a folder named by the config's content, so editing the config never reuses stale ones.
+    config_digest = _digest(Path(args.config).read_text())
     per_seed, pooled = [], {}
     for seed in args.seeds:
-        root = args.out / f"seed_{seed}"
+        root = args.out / f"seed_{seed}_{config_digest}"
         base = warm_start(args.config, root, seed, [])
         models = {"base": base} | {m: train(args.config, root / tag, base, m, seed, extra) for m in args.methods}
         results = {}

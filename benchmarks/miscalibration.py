@@ -240,16 +240,7 @@ def main() -> None:
         {m: (summary[m]["test"]["accuracy"], summary[m]["test"]["mean_confidence"]) for m in summary},
         args.out / "confidence_vs_accuracy.png",
     )
-    reliability_grid(
-        {
-            m: (
-                torch.tensor([r["confidence"] for r in pooled[m]["test"]]),
-                torch.tensor([float(r["correct"]) for r in pooled[m]["test"]]),
-            )
-            for m in pooled
-        },
-        args.out / "reliability.png",
-    )
+    reliability_grid({m: answer_tensors(pooled[m]["test"])[:2] for m in pooled}, args.out / "reliability.png")
     print(f"\n{len(args.seeds)} seed(s), {tag}; mean ± std over seeds\n")
     print(markdown(summary, len(args.seeds)))
     print("\nper level, test split, pooled over seeds: accuracy / mean stated confidence\n")

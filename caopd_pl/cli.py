@@ -1,34 +1,207 @@
 """The Lightning entry point: ``python -m caopd_pl fit|validate|test|predict --config X.yaml``.
 
 One :class:`LightningCLI` subclass fixes what CaOPD needs of the trainer (rollouts regenerated every epoch, no
-distributed sampler on top of the per-rank prompt split) and saves the resolved config beside the checkpoints.
+distributed sampler on top of the per-rank prompt split), saves the resolved config beside the logs, and makes the
+command line strict and quiet:
+
+- every output path derives from ``trainer.default_root_dir`` (``ROOT``): a logger without ``save_dir`` (or a CSV
+  logger when the config names none) writes to ``ROOT/logs/version_N``, a ``ModelCheckpoint`` without ``dirpath``
+  to ``ROOT/checkpoints``; ``validate``, ``test`` and ``predict`` write to ``ROOT/<stage>/<checkpoint name>/`` (a
+  rerun on the same checkpoint replaces its results);
+- options are never abbreviated (``--data.rollout.num_sample`` is an error, not ``num_samples``);
+- a bad option or value raises :class:`caopd_pl.errors.UsageError`, one line (``python -m caopd_pl`` prints it and
+  exits with status 2);
+- ``--help`` shows the docstring under each dataclass field; the progress bar shows no ``v_num``; Lightning's
+  cloud-logging tips and the deprecation warnings of its own internals are silenced; ``fit`` ends with a summary.
 """
 
 from __future__ import annotations
 
+import difflib
+import logging
+import re
 import sys
+import warnings
+from pathlib import Path
+from typing import Any
 
-from lightning.pytorch.cli import LightningCLI
+from jsonargparse import ArgumentError, Namespace, set_parsing_settings
+from lightning.pytorch import Trainer
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from caopd_pl.callbacks import RunSummary, hide_version_number
 from caopd_pl.datamodule import RolloutDataModule
+from caopd_pl.errors import UsageError, one_line
 from caopd_pl.module import CaOPDModule
 
+PROG = "python -m caopd_pl"
 TRAINER_DEFAULTS = {
     "reload_dataloaders_every_n_epochs": 1,
     "use_distributed_sampler": False,
     "num_sanity_val_steps": 0,
 }
+CSV_LOGGER = "lightning.pytorch.loggers.CSVLogger"
+CHECKPOINT_CALLBACK = "lightning.pytorch.callbacks.ModelCheckpoint"
+EVALUATION_STAGES = ("validate", "test", "predict")
 
 
 class CaOPDCLI(LightningCLI):
-    """LightningCLI with CaOPD's trainer defaults."""
+    """LightningCLI with CaOPD's trainer defaults, output paths under ``default_root_dir``, and strict parsing."""
 
-    def add_arguments_to_parser(self, parser) -> None:
+    def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
+        # exit_on_error=False: a parse error raises ArgumentError, which cli_main turns into one line instead of a
+        # 100-line usage dump.
+        kwargs = {"allow_abbrev": False, "exit_on_error": False, **kwargs}
+        kwargs.setdefault("prog", PROG)
+        return super().init_parser(**kwargs)
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.set_defaults({f"trainer.{key}": value for key, value in TRAINER_DEFAULTS.items()})
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        try:
+            super().parse_arguments(parser, args)
+        except ArgumentError as err:
+            raise UsageError(self._one_line(err, args)) from err
+
+    def _one_line(self, err: ArgumentError, args: Any) -> str:
+        """The parser's complaint in one line, with the closest known option to an unknown one."""
+        message = re.sub(r'Parser key "([^"]+)":;?\s*', r"\1: ", one_line(err.message or err))
+        args = list(sys.argv[1:] if args is None else args)
+        stage = args[0] if args and args[0] in self.subcommands() else None
+        parser = self._subcommand_parsers[stage] if stage else self.parser
+        for unknown in _unknown_keys(message):
+            close = difflib.get_close_matches(unknown, _option_keys(parser), n=1, cutoff=0.8)
+            if close:
+                message += f"; did you mean {close[0]}?"
+                break
+        if "arguments are required" in message:
+            message += "; start from a config, e.g. --config configs/quickstart.yaml"
+        return f"{message} (every option: {PROG} {stage or 'fit'} --help)"
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        root = Path(config.trainer.default_root_dir or ".")
+        config.trainer.logger = _logger_under(config.trainer.logger, root, self.subcommand, config.get("ckpt_path"))
+        for callback in config.trainer.callbacks or []:
+            if _class_path(callback) == CHECKPOINT_CALLBACK and callback.init_args.get("dirpath") is None:
+                callback.init_args.dirpath = str(root / "checkpoints")
+        _check_ckpt_path(config.get("ckpt_path"))
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except UsageError:
+            raise
+        except ValueError as err:
+            # The constructors validate their arguments (STYLE.md: bad values fail at construction, naming the key).
+            raise UsageError(_with_full_key(one_line(err), _option_keys(self._parser(self.subcommand)))) from err
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        trainer = super().instantiate_trainer(**kwargs)
+        hide_version_number(trainer)
+        trainer.callbacks.append(RunSummary())
+        return trainer
+
+
+def _unknown_keys(message: str) -> list[str]:
+    # argparse: "unrecognized arguments: --a.b 4"; jsonargparse, for a YAML key: 'Key "a.b" is not expected' or
+    # "Subcommand 'fit' does not accept option 'a.b'".
+    options = re.findall(r"(--[\w.]+)", message.partition("nrecognized arguments:")[2])
+    keys = re.findall(r'[Kk]ey "([\w.]+)" is not expected|does not accept option \'([\w.]+)\'', message)
+    keys = [key for pair in keys for key in pair if key]
+    return options + [f"--{key}" for key in keys]
+
+
+def _with_full_key(message: str, options: list[str]) -> str:
+    """``message`` with its first dotted key written in full when it is the tail of exactly one option.
+
+    A dataclass validating itself knows its own field (``rollout.num_samples``), not where the config nests it
+    (``data.rollout.num_samples``).
+    """
+    found = re.search(r"\b[a-z_]+(?:\.[a-z_]+)+\b", message)
+    if found is None or f"--{found.group()}" in options:
+        return message
+    matches = [option[2:] for option in options if option.endswith(f".{found.group()}")]
+    return message.replace(found.group(), matches[0], 1) if len(matches) == 1 else message
+
+
+def _option_keys(parser: LightningArgumentParser) -> list[str]:
+    return [option for option in parser._option_string_actions if option.startswith("--")]
+
+
+def _class_path(value: Any) -> str | None:
+    return value.get("class_path") if isinstance(value, (Namespace, dict)) else None
+
+
+def _logger_under(logger: Any, root: Path, stage: str | None, ckpt_path: str | None) -> Any:
+    """The logger config with its folder under ``root`` when the config leaves it to the CLI.
+
+    The default logger (``None``/``True``) becomes a CSV logger; a logger given without ``save_dir`` gets ``root``.
+    For evaluation stages such a logger writes to ``root/<stage>/<checkpoint name>``: one folder per evaluated
+    checkpoint, replaced on a rerun, instead of a new ``logs/version_N`` each time.
+    """
+    if logger in (None, True):
+        logger = Namespace(class_path=CSV_LOGGER, init_args=Namespace(save_dir=None, name="logs"))
+    init_args = logger.get("init_args") if isinstance(logger, Namespace) else None
+    if init_args is None or "save_dir" not in init_args or init_args.save_dir is not None:
+        return logger
+    init_args.save_dir = str(root)
+    if stage in EVALUATION_STAGES:
+        checkpoint = Path(ckpt_path).stem if ckpt_path and ckpt_path not in ("last", "best") else ckpt_path
+        init_args.name, init_args.version = stage, checkpoint or "initial"
+    return logger
+
+
+def _check_ckpt_path(ckpt_path: str | None) -> None:
+    if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry") and "://" not in ckpt_path:
+        if not Path(ckpt_path).is_file():
+            raise UsageError(f"--ckpt_path={ckpt_path!r}: no such file; give a .ckpt file written by fit, or 'last'")
+
+
+def _not_a_tip(record: logging.LogRecord) -> bool:
+    return "Tip:" not in str(record.msg)
+
+
+def quiet_console() -> None:
+    """Silence what Lightning prints that is not about this run: cloud-service tips, its own deprecated calls."""
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if _not_a_tip not in logger.filters:
+            logger.addFilter(_not_a_tip)
+    # Lightning's pytree helper uses a torch API that torch deprecates: nothing a user can act on.
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
+
+
+class _ParsersBuilt(Exception):
+    """Stops :class:`_HelpOnly` once its parsers exist."""
+
+
+class _HelpOnly(CaOPDCLI):
+    """A CLI that builds its parsers and stops before parsing anything."""
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        raise _ParsersBuilt(self)
+
+
+def help_texts() -> dict[str, str]:
+    """The ``--help`` text of every Lightning command, from one build of the parsers (what ``--help`` prints)."""
+    set_parsing_settings(docstring_parse_attribute_docstrings=True)
+    try:
+        _HelpOnly(CaOPDModule, RolloutDataModule, args=[])
+    except _ParsersBuilt as built:
+        cli = built.args[0]
+    return {name: parser.format_help() for name, parser in cli._subcommand_parsers.items()}
 
 
 def cli_main(args: list[str] | None = None, run: bool = True) -> CaOPDCLI:
-    """Build (and by default run) the CLI; ``args`` replaces ``sys.argv[1:]`` (tests, benchmarks, continual runner)."""
+    """Build (and by default run) the CLI; ``args`` replaces ``sys.argv[1:]`` (tests, benchmarks, continual runner).
+
+    Raises:
+        UsageError: a bad option, value or path (one line: the option, the value, the fix).
+    """
+    set_parsing_settings(docstring_parse_attribute_docstrings=True)
+    quiet_console()
     argv = sys.argv
     if args is not None:
         sys.argv = argv[:1]  # LightningCLI warns on every build when it sees both ``args`` and command-line arguments

@@ -1,8 +1,25 @@
 """The stated-confidence format: the instruction added to prompts, the parser, and the strip-and-replace edit.
 
-Every completion ends with a line ``Confidence: <number in [0, 1]>``. The parser reads the *last* such value and
-never raises on model text: it uses bounded regular expressions, and maps percentages (``85%``), values above 1,
-negatives, ``nan`` and ``inf`` to a documented outcome (see :func:`parse_confidence`).
+Every completion should end with a line ``Confidence: <number in [0, 1]>``. Models also write ``confidence: 0.9.``,
+``**Confidence:** 0.8``, ``Confidence**: 0.8``, ``- Confidence: 80%``, put the confidence on the answer's line, or
+state it twice. One definition of *the confidence key* serves the parser, the stripper, the verifiers that judge a
+completion's answer (they judge :func:`strip_confidence` of it) and, through the parser, the metrics:
+
+  * a **key** is the word ``confidence`` in any case (not inside a longer word), optionally wrapped in markdown
+    emphasis (``*``, ``_``) on either side, followed by ``:``; it counts when it starts a line (after at most 3
+    spaces of indentation and an optional list or heading marker: ``-``, ``*``, ``+``, ``>``, ``#``, ``1.``), whatever
+    follows, or, anywhere else, when a number follows it (``Answer: 42 Confidence: 0.9``). A mid-line
+    ``confidence:`` not followed by a number (``def f(x, confidence: float)``, "my confidence: moderate") is prose,
+    not a key;
+  * **the value** (:func:`parse_confidence`) is the number after the *last* key that has one, as the paper's
+    evaluation reads it;
+  * **the stripped text** (:func:`strip_confidence`) is everything before the *first* key, without trailing white
+    space: no earlier confidence line survives into a revised target, and the list marker or emphasis that opened
+    the key goes with it (no stray ``**``). A completion must therefore state its answer before its confidence, as
+    the instruction asks; an answer written after a first confidence key is not judged.
+
+The parser never raises on model text: it uses bounded regular expressions, and maps percentages (``85%``), values
+above 1, negatives, ``nan`` and ``inf`` to a documented outcome (see :func:`parse_confidence`).
 """
 
 from __future__ import annotations
@@ -18,12 +35,15 @@ CONFIDENCE_INSTRUCTION = (
     "giving the probability that your answer is correct."
 )
 
-# Bounded: at most 32 digits on each side of the decimal point, an optional percent sign, and the special words.
-_VALUE = re.compile(
-    r"Confidence:[ \t*]{0,8}(?P<value>[+-]?(?:\d{1,32}(?:\.\d{0,32})?|\.\d{1,32}|nan|inf(?:inity)?)"
-    r"(?:[eE][+-]?\d{1,3})?)[ \t]{0,4}(?P<percent>%)?",
-    re.IGNORECASE,
+# Every quantifier is bounded, so a megabyte of adversarial text is scanned in linear time.
+_WORD = r"(?<![a-z0-9_*])[*_]{0,3}confidence[ \t]{0,3}[*_]{0,3}[ \t]{0,3}:[*_]{0,3}"
+_NUMBER = (
+    r"[ \t*_]{0,8}(?P<value>[+-]?(?:\d{1,32}(?:\.\d{0,32})?|\.\d{1,32}|(?:nan|inf(?:inity)?)(?![a-z]))"
+    r"(?:[eE][+-]?\d{1,3})?)[ \t]{0,4}(?P<percent>%)?"
 )
+_LINE_START = r"^[ \t]{0,3}(?:(?:[-*+>]|#{1,6}|\d{1,3}[.)])[ \t]{1,3})?"
+_FIRST_KEY = re.compile(rf"{_LINE_START}{_WORD}|{_WORD}(?={_NUMBER})", re.IGNORECASE | re.MULTILINE)
+_KEY_VALUE = re.compile(rf"{_WORD}{_NUMBER}", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -36,8 +56,14 @@ class ParsedConfidence:
     """Whether a finite ``Confidence:`` value was found (format adherence)."""
 
 
+def find_confidence_key(text: str) -> int | None:
+    """Where the first confidence key of ``text`` starts (its line start for a key that opens a line), or None."""
+    match = _FIRST_KEY.search(text)
+    return None if match is None else match.start()
+
+
 def parse_confidence(text: str) -> ParsedConfidence:
-    """Read the last ``Confidence:`` value of ``text``.
+    """Read the value after the last confidence key of ``text`` that is followed by a number.
 
     Rules: a value followed by ``%`` is divided by 100; a plain value above 1 and at most 100 is read as a percent
     (models often write ``Confidence: 85``); anything else is clipped to [0, 1]; ``nan``, ``inf`` or no value at all
@@ -49,7 +75,7 @@ def parse_confidence(text: str) -> ParsedConfidence:
     if not isinstance(text, str):
         return ParsedConfidence(0.0, False)
     last = None
-    for last in _VALUE.finditer(text):
+    for last in _KEY_VALUE.finditer(text):
         pass
     if last is None:
         return ParsedConfidence(0.0, False)
@@ -65,9 +91,9 @@ def parse_confidence(text: str) -> ParsedConfidence:
 
 
 def strip_confidence(text: str) -> str:
-    """Drop everything from the last ``Confidence:`` onward, and trailing white space."""
-    cut = text.rfind(CONFIDENCE_KEY)
-    return (text if cut < 0 else text[:cut]).rstrip()
+    """``text`` before its first confidence key (see the module docstring), without trailing white space."""
+    cut = find_confidence_key(text)
+    return (text if cut is None else text[:cut]).rstrip()
 
 
 def format_confidence(value: float) -> str:

@@ -16,6 +16,7 @@ data-parallel steps stay in lockstep.
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Literal
@@ -23,12 +24,13 @@ from typing import Literal
 import lightning as L
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, IterableDataset
 from tqdm.auto import tqdm
 
 from caopd_pl.calibration import EstimatorConfig, estimate_success_rate
 from caopd_pl.confidence import parse_confidence
 from caopd_pl.data import DistillExample, collate_distill, collate_prompts
+from caopd_pl.errors import UsageError, one_line
 from caopd_pl.metrics import expected_calibration_error
 from caopd_pl.rollout import RolloutConfig, RolloutEngine, make_engine
 from caopd_pl.rollout.base import Rollout
@@ -98,13 +100,27 @@ class RolloutDataModule(L.LightningDataModule):
 
     # ---- training data -------------------------------------------------------------------------------------------
 
+    def setup(self, stage: str) -> None:
+        """Check, before the warm start and the first rollouts, that the task's data holds what the config needs.
+
+        Raises:
+            UsageError: the task has no train split, or rows lack the demonstrations the teacher template or the
+                warm start needs (the message names the key and the fix).
+        """
+        if stage == "fit":
+            self._check_trainer()
+            module = self.trainer.lightning_module if self.trainer is not None else None
+            needs_warm_start = module is not None and getattr(module, "warm_start", None) is not None
+            check_fit_data(self.task, self.teacher, warm_start=needs_warm_start)
+
     def train_dataloader(self) -> DataLoader:
         trainer, module = self.trainer, self.trainer.lightning_module
-        self._check_trainer()
         epoch = trainer.current_epoch
         prompts = self.epoch_prompts(epoch, trainer.global_rank, trainer.world_size)
         self.last_epoch = self.build_epoch(module.student, module.tokenizer, prompts, epoch, trainer.global_rank)
         examples = _trim_to_common_length(self.last_epoch.examples)
+        if not examples:
+            return self._empty_epoch(epoch, len(prompts))
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         return DataLoader(
             examples,
@@ -113,6 +129,14 @@ class RolloutDataModule(L.LightningDataModule):
             generator=generator,
             collate_fn=partial(collate_distill, pad_id=module.tokenizer.pad_token_id),
         )
+
+    def _empty_epoch(self, epoch: int, prompts: int) -> DataLoader:
+        # Every prompt skipped (no correct rollout with no_correct_rollout: skip). A sized empty loader would end
+        # fit ("No training batches") and RandomSampler refuses 0 items; an iterable one has no length, so Lightning
+        # runs the epoch, which ends at once: no optimizer step, the epoch's hooks (rollout stats) still run.
+        if self._is_global_zero():
+            print(f"epoch {epoch}: no distillation examples ({prompts} prompts skipped); no training this epoch")
+        return DataLoader(_NoExamples(), batch_size=None)
 
     def epoch_prompts(self, epoch: int, rank: int = 0, world_size: int = 1) -> list[TaskExample]:
         """This rank's prompts for ``epoch``: a seeded sample of the train split, split evenly across ranks."""
@@ -124,9 +148,7 @@ class RolloutDataModule(L.LightningDataModule):
 
     def build_epoch(self, student, tokenizer, prompts: list[TaskExample], epoch: int, rank: int = 0) -> EpochRollouts:
         """Rollouts, verification, P_acc and revision for ``prompts`` (steps 1-4 of the module docstring)."""
-        if self.engine is None:
-            self.engine = make_engine(self.rollout, student, tokenizer)
-        self.engine.sync(student)
+        self.synced_engine(student, tokenizer)
         student_prompts = [prompt_ids(tokenizer, example.student_messages()) for example in prompts]
         rollouts = self._sample(student_prompts, seed=self.rollout.seed + 10_007 * epoch + 101 * rank)
         verdicts = self._verify(prompts, rollouts)
@@ -139,37 +161,64 @@ class RolloutDataModule(L.LightningDataModule):
     def revise(
         self, tokenizer, example: TaskExample, student_prompt: list[int], group: list[Rollout], correct: list[bool]
     ) -> list[DistillExample]:
-        """The K distillation examples of one prompt (none when the prompt is skipped)."""
+        """The distillation examples of one prompt: one per completion that has evidence (see :meth:`_evidence`).
+
+        With ``calibration: empirical`` every completion is revised to state P_acc (capped at
+        ``rollout.max_new_tokens`` tokens, EOS included: the body is trimmed, the confidence line kept) and the
+        teacher's evidence states P_acc; with ``none`` the sampled tokens are kept and the evidence states its own
+        confidence. Teacher prompts are tokenised once per distinct evidence.
+        """
         p_acc = estimate_success_rate(sum(correct), len(group), self.estimator)
-        evidence = self._evidence(example, group, correct)
-        if evidence is None:
-            return []
-        text, stated, template = evidence
         empirical = self.calibration == "empirical"
-        teacher = teacher_messages(
+        teacher_prompts: dict[int, list[int]] = {}  # evidence source -> teacher prompt ids
+        examples = []
+        for index, rollout in enumerate(group):
+            evidence = self._evidence(example, group, correct, index)
+            if evidence is None:
+                continue
+            if evidence.source not in teacher_prompts:
+                teacher_prompts[evidence.source] = self._teacher_prompt(tokenizer, example, evidence, p_acc)
+            completion = (
+                revised_completion_ids(tokenizer, rollout.text, p_acc, self.rollout.max_new_tokens)
+                if empirical
+                else rollout.token_ids
+            )
+            examples.append(DistillExample(student_prompt, teacher_prompts[evidence.source], completion, p_acc))
+        return examples
+
+    def _teacher_prompt(self, tokenizer, example: TaskExample, evidence: _Evidence, p_acc: float) -> list[int]:
+        empirical = self.calibration == "empirical"
+        messages = teacher_messages(
             example.student_messages(),
-            text,
-            p_acc if empirical else stated,
-            template,
+            evidence.text,
+            p_acc if empirical else evidence.stated,
+            evidence.template,
             note=empirical and self.teacher.note,
         )
-        teacher_prompt = prompt_ids(tokenizer, teacher)
-        completions = [
-            revised_completion_ids(tokenizer, rollout.text, p_acc) if empirical else rollout.token_ids
-            for rollout in group
-        ]
-        return [DistillExample(student_prompt, teacher_prompt, ids, p_acc) for ids in completions]
+        return prompt_ids(tokenizer, messages)
 
     def _evidence(
-        self, example: TaskExample, group: list[Rollout], correct: list[bool]
-    ) -> tuple[str, float, TemplateName] | None:
-        # (evidence, the confidence it states, for calibration 'none', and its template); None skips the prompt.
-        # Golden demonstrations state 1.00, as the paper's do.
+        self, example: TaskExample, group: list[Rollout], correct: list[bool], index: int
+    ) -> _Evidence | None:
+        """What completion ``index``'s teacher sees; None drops the completion.
+
+        ``demo``: the golden demonstration (stating 1.00, as the paper's do). ``correct_solution``: another correct
+        rollout of the group, never the completion itself: a teacher that reads its own target predicts it by
+        copying, and the loss would then teach copying rather than the solution. The choice is the next correct
+        rollout after ``index`` (cyclically), so with two or more correct rollouts each correct completion sees
+        another one and the teachers spread over all of them. A completion with no other correct rollout (none is
+        correct, or it is the only correct one) follows ``teacher.no_correct_rollout``, as a prompt without a
+        correct rollout does: the demonstration (legitimate privileged context, not a copy of the target), or
+        dropped (``skip``), which costs that one of the K examples; P_acc still counts it.
+
+        Raises:
+            ValueError: the demonstration is needed and the example has none.
+        """
         if self.teacher.template == "correct_solution":
-            for rollout, ok in zip(group, correct):
-                if ok:
-                    stated = parse_confidence(rollout.text)
-                    return rollout.text, stated.value if stated.parsed else 1.0, "correct_solution"
+            source = _next_correct(correct, index)
+            if source is not None:
+                stated = parse_confidence(group[source].text)
+                return _Evidence(group[source].text, stated.value if stated.parsed else 1.0, "correct_solution", source)
             if self.teacher.no_correct_rollout == "skip":
                 return None
         if example.demonstration is None:
@@ -177,7 +226,22 @@ class RolloutDataModule(L.LightningDataModule):
                 f"teacher.template={self.teacher.template!r} needs a demonstration, but task example {example.id!r} "
                 "has none; use teacher.template: correct_solution with no_correct_rollout: skip"
             )
-        return example.demonstration, 1.0, "demo"
+        return _Evidence(example.demonstration, 1.0, "demo", _DEMONSTRATION)
+
+    def synced_engine(self, student: torch.nn.Module, tokenizer) -> RolloutEngine:
+        """The run's rollout engine (``rollout.engine``), synced to ``student``'s current weights.
+
+        Created on first use, by the epoch's rollouts or by evaluation, so validate/test/predict runs that never
+        ran fit (``test --ckpt_path``) get one too; closed in :meth:`teardown`. A sync with unchanged weights costs
+        a fingerprint, so evaluating and then sampling from the same weights pushes them once. Created and synced
+        outside inference mode: Lightning evaluates under ``torch.inference_mode``, and engine weights created
+        there could not be updated in place by the next epoch's sync.
+        """
+        with torch.inference_mode(False):
+            if self.engine is None:
+                self.engine = make_engine(self.rollout, student, tokenizer)
+            self.engine.sync(student)
+        return self.engine
 
     def _sample(self, prompts: list[list[int]], seed: int) -> list[list[Rollout]]:
         per_call = max(1, self.rollout.batch_size // self.rollout.num_samples)
@@ -205,13 +269,15 @@ class RolloutDataModule(L.LightningDataModule):
 
     def _check_trainer(self) -> None:
         if self.trainer.reload_dataloaders_every_n_epochs != 1:
-            raise ValueError(
-                "trainer.reload_dataloaders_every_n_epochs must be 1: CaOPD regenerates rollouts every epoch, got "
-                f"{self.trainer.reload_dataloaders_every_n_epochs}"
+            raise UsageError(
+                f"trainer.reload_dataloaders_every_n_epochs={self.trainer.reload_dataloaders_every_n_epochs}: CaOPD "
+                "regenerates rollouts every epoch; set it to 1"
             )
         connector = getattr(self.trainer, "_accelerator_connector", None)
         if self.trainer.world_size > 1 and getattr(connector, "use_distributed_sampler", False):
-            raise ValueError("trainer.use_distributed_sampler must be false: each rank already samples its own prompts")
+            raise UsageError(
+                "trainer.use_distributed_sampler=true: each rank already samples its own prompts; set it to false"
+            )
 
     def _is_global_zero(self) -> bool:
         return self.trainer is None or self.trainer.is_global_zero
@@ -234,10 +300,76 @@ class RolloutDataModule(L.LightningDataModule):
         return DataLoader(items, batch_size=self.eval_batch_size, shuffle=False, collate_fn=collate_prompts)
 
     def teardown(self, stage: str) -> None:
-        if stage == "fit" and self.engine is not None:
+        if self.engine is not None:  # made by any stage (evaluation too); a later run makes a fresh one
             self.engine.close()
             self.engine = None
         self.task.verifier.close()
+
+
+class _NoExamples(IterableDataset):
+    """The training data of an epoch without distillation examples: nothing, of unknown length."""
+
+    def __iter__(self) -> Iterator[DistillExample]:
+        return iter(())
+
+
+def check_fit_data(task: Task, teacher: TeacherConfig, warm_start: bool) -> None:
+    """Fail at start-up, in one line, when the train rows lack what the config needs of them.
+
+    A row needs a demonstration for ``data.teacher.template: demo``, and for ``correct_solution`` when a prompt with
+    no correct rollout falls back to it (``no_correct_rollout: demo``); the warm start trains on demonstrations.
+
+    Raises:
+        UsageError: no train rows, or missing demonstrations (the message names the key and the fix).
+    """
+    try:
+        rows = task.split("train") if "train" in task.splits() else []
+    except ValueError as err:  # a malformed row (the loaders name the file and line)
+        raise UsageError(f"data.task ({task.name}): {one_line(err)}") from err
+    if not rows:
+        raise UsageError(
+            f"data.task ({task.name}) has no train rows (splits: {task.splits()}); check its train settings (a "
+            "file-backed task needs a train source)"
+        )
+    missing = [example.id for example in rows if example.demonstration is None]
+    where = f"{len(missing)} of {len(rows)} train rows of {task.name} have no demonstration (first: {missing[:1]})"
+    add = "add demonstrations to the rows (README, Tasks from data)"
+    if missing and teacher.template == "demo":
+        raise UsageError(
+            f"data.teacher.template='demo' needs a demonstration in every train row, but {where}; {add}, or set "
+            "data.teacher.template: correct_solution and data.teacher.no_correct_rollout: skip"
+        )
+    if missing and teacher.no_correct_rollout == "demo":
+        raise UsageError(
+            f"data.teacher.no_correct_rollout='demo' falls back to the demonstration, but {where}; set "
+            f"data.teacher.no_correct_rollout: skip, or {add}"
+        )
+    if warm_start and len(missing) == len(rows):
+        raise UsageError(
+            f"model.warm_start trains on demonstrations, but {where}; set model.warm_start: null (a pretrained "
+            f"model needs none), or {add}"
+        )
+
+
+_DEMONSTRATION = -1  # the evidence source of the golden demonstration (rollouts are 0..K-1)
+
+
+@dataclass(frozen=True)
+class _Evidence:
+    """What a teacher prompt shows: a demonstration or a correct rollout."""
+
+    text: str
+    stated: float
+    """The confidence it states (the teacher's value under ``calibration: none``)."""
+    template: TemplateName
+    source: int
+    """The rollout's index in its group, or ``_DEMONSTRATION``."""
+
+
+def _next_correct(correct: list[bool], index: int) -> int | None:
+    """The first correct rollout after ``index``, cyclically, other than ``index`` itself; None when there is none."""
+    count = len(correct)
+    return next((j % count for j in range(index + 1, index + count) if correct[j % count]), None)
 
 
 def _rollout_stats(

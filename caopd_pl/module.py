@@ -7,16 +7,21 @@ Per batch of revised completions (built by :class:`caopd_pl.datamodule.RolloutDa
   from the hidden states (:mod:`caopd_pl.losses`), so the (B, T, V) logits never exist. After every optimizer step the
   teacher moves towards the student by ``ema_rate``.
 
-Validation and test decode greedily from the plain prompt, verify, parse the stated confidence and report the
-calibration metrics of :mod:`caopd_pl.metrics`; ``test`` also writes ``metrics.json`` and ``reliability.png``.
+Validation, test and predict decode the plain prompt through the run's rollout engine (``data.rollout.engine``: vLLM
+when configured), synced to the current student, greedily unless ``eval_temperature`` > 0; then verify, parse the
+stated confidence and report the calibration metrics of :mod:`caopd_pl.metrics`. ``test`` also writes
+``metrics.json``, ``reliability.png`` and ``test_predictions.jsonl``, ``predict`` writes ``predictions.jsonl``; each
+record carries the question id and its reference, so ``python -m caopd_pl verify`` re-judges the file as it is.
 
 Run: ``python -m caopd_pl fit --config configs/quickstart.yaml``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +30,15 @@ import torch
 import torch.distributed as dist
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
+from caopd_pl.callbacks import warm_start_logger
 from caopd_pl.confidence import parse_confidence
 from caopd_pl.data import PromptBatch, skip_first
 from caopd_pl.ema import ema_update, make_teacher
 from caopd_pl.losses import Divergence, masked_mean_divergence
 from caopd_pl.metrics import answer_tensors, calibration_metrics, calibration_summary, without_nan
-from caopd_pl.models.loading import ModelConfig, final_hidden_states, load_model
+from caopd_pl.models.loading import DTYPES, Dtype, ModelConfig, final_hidden_states, load_model
 from caopd_pl.plots import reliability_diagram
-from caopd_pl.rollout.hf import generate
+from caopd_pl.rollout.base import Rollout, RolloutConfig
 from caopd_pl.warmstart import WarmStartConfig, supervised_finetune, warm_start_pairs
 
 
@@ -48,14 +54,24 @@ class LossConfig:
     """Completion tokens at the start of each completion left out of the loss (the reference skips 3)."""
     chunk_size: int = 64
     """Completion tokens per chunk of the vocabulary projection; bounds peak memory."""
+    temperature: float = 1.0
+    """Both models' logits are divided by it before the softmax of the loss. 1 (default) matches the models' own
+    next-token distributions, the ones evaluation decodes from, whatever ``data.rollout.temperature`` explores with;
+    it is also what the reference runs: it divides by its sampling temperature, TRL's default 1.0 (a GRPO convention
+    that makes log-probs the sampler's, for importance ratios CaOPD drops once completions are rewritten). A student
+    that matches the teacher exactly does so at every temperature: T only reweights the mismatch (T < 1 towards the
+    top tokens, T > 1 towards the tail) and scales the gradient by 1/T (no T^2 factor). Set it to the rollout
+    temperature to copy the reference's convention when sampling below 1."""
 
     def __post_init__(self) -> None:
         if self.divergence not in ("reverse", "forward", "jsd"):
-            raise ValueError(f"loss.divergence must be 'reverse', 'forward' or 'jsd', got {self.divergence!r}")
+            raise ValueError(f"model.loss.divergence must be 'reverse', 'forward' or 'jsd', got {self.divergence!r}")
         if self.divergence == "jsd" and not 0 < self.beta < 1:
-            raise ValueError(f"loss.beta must be in (0, 1) for jsd, got {self.beta}")
+            raise ValueError(f"model.loss.beta must be in (0, 1) for jsd, got {self.beta}")
         if self.skip_first_tokens < 0 or self.chunk_size < 1:
-            raise ValueError(f"loss.skip_first_tokens must be >= 0 and loss.chunk_size >= 1, got {self}")
+            raise ValueError(f"model.loss.skip_first_tokens must be >= 0 and model.loss.chunk_size >= 1, got {self}")
+        if not self.temperature > 0:
+            raise ValueError(f"model.loss.temperature must be > 0 (it divides the logits), got {self.temperature}")
 
 
 class CaOPDModule(L.LightningModule):
@@ -69,6 +85,19 @@ class CaOPDModule(L.LightningModule):
         scheduler: optional learning-rate scheduler, stepped every optimizer step.
         warm_start: supervised fine-tuning before the first epoch (the embedded default needs it); None skips it.
         eval_max_new_tokens: longest completion at validation, test and predict time.
+        eval_temperature: sampling temperature at validation, test and predict time; 0 (default) decodes greedily,
+            as the paper evaluates. Only the length and temperature differ from ``data.rollout``'s sampling (one
+            completion per prompt, top-p 1, the same engine and stop ids).
+        teacher_dtype: dtype the EMA teacher is held in; None (default) keeps the student's. A bf16/fp16 teacher
+            is updated with stochastic rounding, which keeps the EMA unbiased at the cost of zero-mean noise of a
+            few bf16 steps per weight (measured in :mod:`caopd_pl.ema`: 1.4% of the weight norm after 300 steps,
+            against 10% lag with the round-to-nearest that loses most updates). ``float32`` is exact and costs 2
+            more bytes per parameter than bf16 (+16 GB at 8B: beside the paper's bf16 student, gradients, AdamW
+            states and vLLM at 30% of a 141 GB H200, that leaves ~3 GB for activations), hence the default. Under
+            ``bf16-mixed`` (fp32 student) ``bfloat16`` halves the teacher's memory at no cost in its forward, whose
+            matmuls autocast runs in bf16 anyway. Lightning's ``bf16-true``/``16-true`` precision casts the whole
+            module, teacher included: a ``teacher_dtype`` set here is restored at fit start (so a ``bf16-true``
+            resume restarts an fp32 teacher from bf16 values).
     """
 
     def __init__(
@@ -80,6 +109,8 @@ class CaOPDModule(L.LightningModule):
         scheduler: LRSchedulerCallable | None = None,
         warm_start: WarmStartConfig | None = None,
         eval_max_new_tokens: int = 64,
+        eval_temperature: float = 0.0,
+        teacher_dtype: Dtype | None = None,
     ) -> None:
         super().__init__()
         if not 0.0 <= ema_rate <= 1.0:
@@ -87,9 +118,19 @@ class CaOPDModule(L.LightningModule):
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.loss_config, self.ema_rate, self.warm_start = loss, ema_rate, warm_start
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.eval_max_new_tokens = eval_max_new_tokens
+        if eval_max_new_tokens < 1 or eval_temperature < 0:
+            raise ValueError(
+                f"model.eval_max_new_tokens must be >= 1 and model.eval_temperature >= 0, got {eval_max_new_tokens} "
+                f"and {eval_temperature}"
+            )
+        self.eval_max_new_tokens, self.eval_temperature = eval_max_new_tokens, eval_temperature
+        if teacher_dtype is not None and teacher_dtype not in DTYPES:
+            raise ValueError(f"model.teacher_dtype={teacher_dtype!r}: use one of {sorted(DTYPES)} or null")
+        self.teacher_dtype = None if teacher_dtype is None else DTYPES[teacher_dtype]
         self.student, self.tokenizer = load_model(model)
-        self.teacher = make_teacher(self.student)
+        self.teacher = make_teacher(self.student, self.teacher_dtype)
+        self.ema_generator: torch.Generator | None = None  # stochastic rounding of a low-precision teacher
+        self._ema_generator_state: torch.Tensor | None = None  # from a checkpoint, applied once the device is known
         self.warm_started = warm_start is None
         self.val_metrics = calibration_metrics("val/")
         self.test_metrics = calibration_metrics("test/")
@@ -97,8 +138,26 @@ class CaOPDModule(L.LightningModule):
     # ---- training ------------------------------------------------------------------------------------------------
 
     def on_fit_start(self) -> None:
+        if self.teacher_dtype is not None:
+            self.teacher.to(dtype=self.teacher_dtype)  # a bf16-true/16-true precision plugin cast it with the rest
+        # from_pretrained returns eval mode: without this the student trains with dropout off and gradient
+        # checkpointing inactive (both read ``module.training``). Lightning 2.6 never sets modes at fit start; it
+        # captures them before each validation and restores them after, so this mode is kept from here on.
+        self.train()
+        _ignore_teacher_eval_mode_warning(self.teacher)
         if not self.warm_started:
             self._run_warm_start()
+
+    def on_train_epoch_start(self) -> None:
+        # This epoch's rollouts ran just before (train_dataloader); an engine that leaves the student in eval mode
+        # must not turn dropout and gradient checkpointing off for the epoch.
+        self.train()
+
+    def train(self, mode: bool = True) -> CaOPDModule:
+        """Set the student's mode; the teacher stays in eval mode whatever ``mode`` is (a deterministic target)."""
+        super().train(mode)
+        self.teacher.eval()
+        return self
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, tokens = self.distillation_loss(batch)
@@ -109,7 +168,7 @@ class CaOPDModule(L.LightningModule):
         return loss
 
     def distillation_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean token divergence of a batch and the number of counted tokens."""
+        """Mean token divergence of a batch (float32 whatever the models' dtype) and the number of counted tokens."""
         student_hidden = final_hidden_states(self.student, batch["student_ids"], batch["student_attention"])
         with torch.no_grad():
             teacher_hidden = final_hidden_states(self.teacher, batch["teacher_ids"], batch["teacher_attention"])
@@ -124,11 +183,22 @@ class CaOPDModule(L.LightningModule):
             kind=self.loss_config.divergence,
             beta=self.loss_config.beta,
             chunk_size=self.loss_config.chunk_size,
+            temperature=self.loss_config.temperature,
         )
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         super().optimizer_step(*args, **kwargs)
-        ema_update(self.teacher, self.student, self.ema_rate)
+        ema_update(self.teacher, self.student, self.ema_rate, self._ema_generator())
+
+    def _ema_generator(self) -> torch.Generator:
+        # Same seed on every rank: the DDP ranks' teachers must round alike and stay identical. Created at the first
+        # update, on the teacher's device (a checkpoint is restored before the module moves to its device).
+        if self.ema_generator is None:
+            self.ema_generator = torch.Generator(next(self.teacher.parameters()).device).manual_seed(0)
+            if self._ema_generator_state is not None:
+                with contextlib.suppress(RuntimeError):  # a state of another device type: start from the seed
+                    self.ema_generator.set_state(self._ema_generator_state)
+        return self.ema_generator
 
     def on_train_epoch_end(self) -> None:
         rollouts = getattr(self.trainer.datamodule, "last_epoch", None)
@@ -152,7 +222,12 @@ class CaOPDModule(L.LightningModule):
             count=self.warm_start.steps * self.warm_start.batch_size,
         )
         losses = supervised_finetune(
-            self.student, pools, self.tokenizer.pad_token_id, self.warm_start, self.trainer.is_global_zero
+            self.student,
+            pools,
+            self.tokenizer.pad_token_id,
+            self.warm_start,
+            self.trainer.is_global_zero,
+            on_step=warm_start_logger(self.trainer),  # metrics.csv shows the warm start as it runs
         )
         _broadcast_parameters(self.student)
         self.teacher.load_state_dict(self.student.state_dict())
@@ -162,30 +237,53 @@ class CaOPDModule(L.LightningModule):
 
     # ---- evaluation ----------------------------------------------------------------------------------------------
 
-    def answer(self, batch: PromptBatch) -> list[dict[str, Any]]:
-        """Greedy completions of a prompt batch, verified, with their stated confidence."""
-        groups = generate(self.student, self.tokenizer, batch.prompt_ids, max_new_tokens=self.eval_max_new_tokens)
-        texts = [group[0].text for group in groups]
+    def answer(self, batch: PromptBatch, batch_idx: int = 0) -> list[dict[str, Any]]:
+        """One completion per prompt of ``batch``, verified, with its stated confidence, its id and its reference."""
+        texts = [group[0].text for group in self.decode(batch.prompt_ids, seed=batch_idx)]
         verifier = self.trainer.datamodule.task.verifier
         verdicts = verifier.verify_batch(texts, [example.reference for example in batch.examples])
         records = []
         for example, text, verdict in zip(batch.examples, texts, verdicts):
             stated = parse_confidence(text)
             records.append(
-                dict(
-                    id=example.id,
-                    completion=text,
-                    correct=verdict.correct,
-                    detail=verdict.detail,
-                    confidence=stated.value,
-                    parsed=stated.parsed,
+                {
                     **example.meta,
-                )
+                    "id": example.id,
+                    "reference": example.reference,  # verify re-judges predictions files as they are
+                    "completion": text,
+                    "correct": verdict.correct,
+                    "detail": verdict.detail,
+                    "confidence": stated.value,
+                    "parsed": stated.parsed,
+                }
             )
         return records
 
+    def decode(self, prompts: list[list[int]], seed: int = 0) -> list[list[Rollout]]:
+        """Evaluation completions of tokenised prompts: the run's rollout engine, synced to the current student.
+
+        Evaluating through the rollout engine (vLLM when ``data.rollout.engine`` says so) rather than ``generate``
+        on the student is what makes evaluation at the paper's lengths affordable; both engines decode the same way
+        (same stop ids, nothing from the checkpoint's generation config), so the choice changes speed, not
+        results. With the Hugging Face engine the student decodes in eval mode and gets its mode back.
+        """
+        datamodule = self.trainer.datamodule
+        engine = datamodule.synced_engine(self.student, self.tokenizer)
+        settings = self.eval_sampling(datamodule.rollout)
+        return engine.generate(prompts, settings, seed=datamodule.rollout.seed + seed)
+
+    def eval_sampling(self, rollout: RolloutConfig) -> RolloutConfig:
+        """``rollout`` with evaluation's sampling: one completion, ``eval_temperature``, ``eval_max_new_tokens``."""
+        return replace(
+            rollout,
+            num_samples=1,
+            temperature=self.eval_temperature,
+            top_p=1.0,
+            max_new_tokens=self.eval_max_new_tokens,
+        )
+
     def validation_step(self, batch: PromptBatch, batch_idx: int) -> None:
-        self._update(self.val_metrics, self.answer(batch))
+        self._update(self.val_metrics, self.answer(batch, batch_idx))
 
     def on_validation_epoch_end(self) -> None:
         self.log_dict(self.val_metrics.compute())
@@ -195,7 +293,7 @@ class CaOPDModule(L.LightningModule):
         self.test_records: list[dict[str, Any]] = []
 
     def test_step(self, batch: PromptBatch, batch_idx: int) -> None:
-        records = self.answer(batch)
+        records = self.answer(batch, batch_idx)
         self.test_records += records
         self._update(self.test_metrics, records)
 
@@ -210,7 +308,7 @@ class CaOPDModule(L.LightningModule):
         self.predict_records: list[dict[str, Any]] = []
 
     def predict_step(self, batch: PromptBatch, batch_idx: int) -> list[dict[str, Any]]:
-        records = self.answer(batch)
+        records = self.answer(batch, batch_idx)
         self.predict_records += records
         return records
 
@@ -243,14 +341,28 @@ class CaOPDModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["caopd"] = {"warm_started": self.warm_started}
+        if self.ema_generator is not None:
+            checkpoint["caopd"]["ema_generator"] = self.ema_generator.get_state()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.warm_started = checkpoint.get("caopd", {}).get("warm_started", True)
+        state = checkpoint.get("caopd", {})
+        self.warm_started = state.get("warm_started", True)
+        self._ema_generator_state, self.ema_generator = state.get("ema_generator"), None
 
 
 def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
     with open(path, "w") as handle:
-        handle.writelines(json.dumps(record) + "\n" for record in records)
+        handle.writelines(json.dumps(record, default=_json_value) + "\n" for record in records)
+
+
+def _json_value(value: Any) -> Any:
+    """References read through ``datasets``/NumPy may hold array scalars and arrays: write them as JSON numbers
+    and lists, which the verifiers read back as the same values."""
+    if hasattr(value, "tolist"):  # NumPy / torch scalars and arrays
+        return value.tolist()
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    raise TypeError(f"a prediction record holds {type(value).__name__!r}, which JSON cannot represent: {value!r}")
 
 
 def _gather_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -259,6 +371,16 @@ def _gather_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     gathered: list[list[dict[str, Any]]] = [[] for _ in range(dist.get_world_size())]
     dist.all_gather_object(gathered, records)
     return [record for part in gathered for record in part]
+
+
+def _ignore_teacher_eval_mode_warning(teacher: torch.nn.Module) -> None:
+    """Silence Lightning's "Found N module(s) in eval mode at the start of training" when N is the teacher's count.
+
+    The teacher is in eval mode on purpose and Lightning 2.6 offers no way to say so (the check lists every
+    submodule in eval mode). Matching the exact count keeps the warning for any other module, the student included.
+    """
+    count = sum(1 for _ in teacher.modules())
+    warnings.filterwarnings("ignore", message=rf"Found {count} module\(s\) in eval mode at the start of training")
 
 
 def _broadcast_parameters(module: torch.nn.Module) -> None:

@@ -8,10 +8,16 @@ system message; we do not.
   * ``demo``: ``{question}\\n\\nThis is an example for a response to the question:\\n{demonstration}\\nConfidence: {c}
     \\n\\n[note\\n\\n]Now answer with a response of your own, including the thinking process.``
   * ``correct_solution``: the same shape with ``Correct solution:`` and one of the student's own verified-correct
-    rollouts, closing with ``Correctly solve the original question.``
+    rollouts, closing with ``Correctly solve the original question.`` The rollout is never the completion being
+    distilled (the teacher would then read its target), so teacher prompts differ per completion
+    (:meth:`caopd_pl.datamodule.RolloutDataModule.revise` chooses them).
 
 With ``calibration: empirical`` the confidence c is the estimated P_acc and the note "Note: The empirical confidence
 for this question is {c}. Output this exact value in the 'Confidence:' field." is inserted before the closing line.
+
+The revised completion (:func:`revised_completion_ids`) is the completion before its first confidence key (see
+:mod:`caopd_pl.confidence`), a new line ``Confidence: {P_acc:.2f}`` and EOS, capped at the generation length as the
+reference caps it: the body is trimmed, the confidence line and EOS are kept.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from caopd_pl.confidence import format_confidence, strip_confidence
 from caopd_pl.tasks.base import Message, last_user_index
 
 TemplateName = Literal["demo", "correct_solution"]
+_REPLACEMENT_CHARACTER = "\ufffd"
 
 _TEMPLATES: dict[str, tuple[str, str]] = {
     "demo": (
@@ -42,11 +49,14 @@ class TeacherConfig:
     """How the teacher's privileged prompt is built."""
 
     template: TemplateName = "demo"
-    """``demo`` (a golden demonstration, SDFT style) or ``correct_solution`` (a verified rollout, SDPO style)."""
+    """``demo`` (a golden demonstration, SDFT style) or ``correct_solution`` (another verified-correct rollout of the
+    same group, SDPO style; never the completion itself)."""
     note: bool = True
     """With empirical calibration, add the note that states the target confidence."""
     no_correct_rollout: Literal["demo", "skip"] = "demo"
-    """``correct_solution`` when no rollout of a prompt is correct: use the demonstration, or skip the prompt."""
+    """``correct_solution`` when a completion has no *other* correct rollout to show: use the demonstration, or skip
+    (the whole prompt when none of its rollouts is correct; only that completion when it is the group's one correct
+    rollout)."""
 
 
 def teacher_messages(
@@ -73,10 +83,42 @@ def teacher_messages(
     return [*messages[:index], edited, *messages[index + 1 :]]
 
 
-def revised_completion_ids(tokenizer, completion: str, confidence: float) -> list[int]:
-    """Token ids of ``completion`` with its confidence replaced by ``confidence``, ending with EOS."""
-    text = f"{strip_confidence(completion)}\n{format_confidence(confidence)}"
-    return tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+def revised_completion_ids(tokenizer, completion: str, confidence: float, max_tokens: int | None = None) -> list[int]:
+    """Token ids of ``completion`` with its confidence replaced by ``confidence``, ending with EOS.
+
+    Args:
+        tokenizer: the student's tokenizer.
+        completion: the sampled completion's text.
+        confidence: the target confidence, written as the last line.
+        max_tokens: the longest result, EOS included (the generation length, as the reference caps it); None: no cap.
+            An over-long result keeps its confidence line and EOS and loses the end of its body, cut at a token
+            boundary and re-tokenised so that the ids are the tokenizer's own encoding of the text they decode to.
+            When even an empty body does not fit, the result is the confidence line and EOS alone.
+    """
+    body, line = strip_confidence(completion), format_confidence(confidence)
+    ids = _encode(tokenizer, f"{body}\n{line}")
+    if max_tokens is not None and len(ids) + 1 > max_tokens:
+        ids = _capped_ids(tokenizer, body, line, max_tokens - 1)
+    return ids + [tokenizer.eos_token_id]
+
+
+def _capped_ids(tokenizer, body: str, line: str, budget: int) -> list[int]:
+    # Cut the body's tokens by the excess and re-encode until body + line fits in `budget` tokens; each round keeps
+    # at least one token fewer, so it ends. Decoding a cut multi-byte character yields U+FFFD, which is dropped.
+    body_ids = _encode(tokenizer, body)
+    keep = budget - len(_encode(tokenizer, f"\n{line}"))
+    while keep > 0:
+        kept = tokenizer.decode(body_ids[:keep], skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        kept = kept.rstrip(_REPLACEMENT_CHARACTER).rstrip()
+        ids = _encode(tokenizer, f"{kept}\n{line}")
+        if len(ids) <= budget:
+            return ids
+        keep -= max(len(ids) - budget, 1)
+    return _encode(tokenizer, f"\n{line}")
+
+
+def _encode(tokenizer, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
 def prompt_ids(tokenizer, messages: list[Message]) -> list[int]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -84,8 +85,9 @@ def supervised_finetune(
     pad_id: int,
     config: WarmStartConfig,
     show_progress: bool = True,
+    on_step: Callable[[int, float], None] | None = None,
 ) -> list[float]:
-    """Cross-entropy on the target tokens; returns the loss of every step.
+    """Cross-entropy on the target tokens; returns the loss of every step (``on_step(step, loss)`` sees each).
 
     Each step draws its whole batch from one pool (plain prompts, or the longer privileged ones, with probability
     ``privileged_fraction``), so short sequences are not padded to the length of long ones.
@@ -99,11 +101,12 @@ def supervised_finetune(
     generator = torch.Generator().manual_seed(config.seed)
     model.train()
     losses = []
-    for _ in tqdm(range(config.steps), desc="warm start", unit="step", disable=not show_progress, mininterval=5):
+    for step in tqdm(range(config.steps), desc="warm start", unit="step", disable=not show_progress, mininterval=5):
         pool = _pick_pool(pools, config.privileged_fraction, generator)
         picks = torch.randint(len(pool), (config.batch_size,), generator=generator).tolist()
         ids, attention, labels = _pad_sft([pool[i] for i in picks], pad_id)
-        logits = model(input_ids=ids.to(device), attention_mask=attention.to(device)).logits  # (B, T, V)
+        # use_cache=False: no KV cache to build in training (and none allowed under gradient checkpointing).
+        logits = model(input_ids=ids.to(device), attention_mask=attention.to(device), use_cache=False).logits  # (B,T,V)
         loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten().to(device), ignore_index=-100)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -111,6 +114,8 @@ def supervised_finetune(
         optimizer.step()
         schedule.step()
         losses.append(loss.item())
+        if on_step is not None:
+            on_step(step, losses[-1])
     return losses
 
 

@@ -11,6 +11,7 @@ from lightning.pytorch import Callback
 from caopd_pl.__main__ import main
 from caopd_pl.cli import cli_main
 from caopd_pl.datamodule import RolloutDataModule
+from caopd_pl.errors import UsageError
 from caopd_pl.module import CaOPDModule
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,8 +27,6 @@ def small_config(root: Path, max_epochs: int = 2) -> Path:
         "log_every_n_steps": 1,
         "enable_progress_bar": False,
     }
-    trainer["logger"]["init_args"]["save_dir"] = str(root)
-    trainer["callbacks"][0]["init_args"]["dirpath"] = str(root / "checkpoints")
     model = config["model"]
     model["model"]["tiny"] = {
         "hidden_size": 32,
@@ -55,14 +54,19 @@ def metrics_rows(root: Path) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_fit_then_test_through_the_entry_point(tmp_path):
+def test_fit_then_test_through_the_entry_point(tmp_path, capsys):
     config = small_config(tmp_path)
     assert main(["fit", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert f"checkpoints: {tmp_path / 'checkpoints'} (last: {tmp_path / 'checkpoints/last.ckpt'})" in out
+    assert f"logs: {tmp_path / 'logs/version_0'} (config.yaml, hparams.yaml, metrics.csv)" in out
+    assert "last validation: accuracy " in out  # the end-of-fit summary
 
     rows = metrics_rows(tmp_path)
     logged = {key for row in rows for key, value in row.items() if value}
     for key in ("train/loss", "train/kl", "rollout/p_acc", "rollout/stated_confidence", "val/accuracy", "val/ece"):
         assert key in logged, key
+    assert [row["step"] for row in rows if row.get("warmstart/loss")] == ["0", "1", "2", "3"]  # the warm start
     assert max(int(row["epoch"]) for row in rows if row["epoch"]) == 1
     assert (tmp_path / "logs/version_0/config.yaml").exists()  # resolved config saved beside the run
     checkpoint = torch.load(tmp_path / "checkpoints/last.ckpt", weights_only=False)
@@ -71,7 +75,9 @@ def test_fit_then_test_through_the_entry_point(tmp_path):
 
     ckpt = str(tmp_path / "checkpoints/last.ckpt")
     assert main(["test", "--config", str(config), "--ckpt_path", ckpt]) == 0
-    (metrics_file,) = tmp_path.glob("logs/version_*/metrics.json")
+    assert main(["test", "--config", str(config), "--ckpt_path", ckpt]) == 0  # replaces, no second folder
+    (metrics_file,) = tmp_path.glob("*/*/metrics.json")
+    assert metrics_file.parent == tmp_path / "test" / "last"
     metrics = json.loads(metrics_file.read_text())
     assert set(metrics) == {
         "accuracy",
@@ -88,7 +94,9 @@ def test_fit_then_test_through_the_entry_point(tmp_path):
     assert (metrics_file.parent / "reliability.png").stat().st_size > 1000
 
     assert main(["predict", "--config", str(config), "--ckpt_path", ckpt]) == 0
-    (predictions,) = tmp_path.glob("logs/version_*/predictions.jsonl")
+    (predictions,) = tmp_path.glob("*/*/predictions.jsonl")
+    assert predictions.parent == tmp_path / "predict" / "last"
+    assert [p.name for p in (tmp_path / "logs").iterdir()] == ["version_0"]  # test/predict opened no version_N
     lines = [json.loads(line) for line in predictions.read_text().splitlines()]
     assert len(lines) == 8 and {"completion", "correct", "confidence", "parsed"} <= set(lines[0])
 
@@ -122,9 +130,18 @@ FIT_CONFIGS = sorted(p for p in (REPO / "configs").rglob("*.yaml") if "continual
 
 
 @pytest.mark.parametrize("path", FIT_CONFIGS, ids=lambda p: p.name)
-def test_every_fit_config_parses(path):
+def test_every_fit_config_parses(path, capsys):
     # configs/continual/*.yaml are runner configs, parsed by tests/continual/test_continual_config.py.
-    cli = cli_main(["--config", str(path), "--trainer.logger", "false"], run=False)
+    with pytest.raises(SystemExit, match="0"):
+        cli_main(["fit", "--config", str(path), "--print_config"])  # every key and type checked, nothing built
+    assert yaml.safe_load(capsys.readouterr().out)["model"]
+    try:
+        cli = cli_main(["--config", str(path), "--trainer.logger", "false"], run=False)
+    except UsageError as err:
+        # Configs for the paper's data name folders the user brings (README, Real models): built, they stop at
+        # the first missing one, in one line.
+        assert "data.task.init_args." in str(err) and "no such file or folder" in str(err)
+        return
     assert isinstance(cli.model, CaOPDModule) and isinstance(cli.datamodule, RolloutDataModule)
 
 
@@ -134,13 +151,49 @@ def test_help_and_unknown_command(capsys):
     assert main(["frobnicate"]) == 2
 
 
-def test_help_explains_options(capsys):
+def test_help_explains_options(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert main(["fit", "--help"]) == 0
+    built = capsys.readouterr().out
+    assert built.startswith("usage: python -m caopd_pl [options] fit")
+    assert "--model.ema_rate" in built and "--data.calibration" in built
+    # Nested dataclass fields show their attribute docstrings, not only type and default.
+    assert "Completion tokens at the start of each completion left out of the loss" in " ".join(built.split())
+    assert len(list((tmp_path / "caopd_pl" / "help").glob("fit-*.txt"))) == 1
+    assert main(["fit", "--help"]) == 0
+    assert capsys.readouterr().out == built  # the second call prints the cached text
     with pytest.raises(SystemExit):
-        main(["fit", "--help"])
-    out = capsys.readouterr().out
-    assert "--model.ema_rate" in out and "--data.calibration" in out
+        cli_main(["fit", "--help"])
+    assert capsys.readouterr().out == built  # what the parser itself prints
+
+
+def test_help_cache_key_follows_the_source(tmp_path, monkeypatch):
+    import caopd_pl.help_cache as help_cache
+
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "a.py").write_text("x = 1\n")
+    monkeypatch.setattr(help_cache, "PACKAGE_DIR", tmp_path / "pkg")
+    before = help_cache.help_key("fit")
+    (tmp_path / "pkg" / "a.py").write_text("x = 2\n")
+    assert help_cache.help_key("fit") != before
+    assert help_cache.help_key("test") != help_cache.help_key("fit")
 
 
 def test_bad_value_names_the_key(tmp_path):
-    with pytest.raises(SystemExit):
+    with pytest.raises(UsageError, match="model.loss.divergence"):
         cli_main(["--config", str(small_config(tmp_path)), "--model.loss.divergence", "kl"], run=False)
+
+
+def test_outputs_follow_default_root_dir(tmp_path):
+    (tmp_path / "a").mkdir()
+    config = small_config(tmp_path / "a", max_epochs=1)
+    assert main(["fit", "--config", str(config), "--trainer.default_root_dir", str(tmp_path / "b")]) == 0
+    assert (tmp_path / "b/checkpoints/last.ckpt").is_file()
+    assert (tmp_path / "b/logs/version_0/metrics.csv").is_file()
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["config.yaml"]  # nothing written beside it
+
+
+def test_progress_bar_shows_no_version_number(tmp_path):
+    cli = cli_main(["--config", str(small_config(tmp_path)), "--trainer.enable_progress_bar", "true"], run=False)
+    bar = cli.trainer.progress_bar_callback
+    assert bar is not None and "v_num" not in bar.get_metrics(cli.trainer, cli.model)

@@ -4,6 +4,7 @@ import pytest
 
 from caopd_pl.confidence import (
     CONFIDENCE_INSTRUCTION,
+    find_confidence_key,
     format_confidence,
     parse_confidence,
     replace_confidence,
@@ -29,6 +30,8 @@ from caopd_pl.confidence import (
         ("Confidence: **0.6**", 0.6, True),
         ("no confidence here", 0.0, False),
         ("Confidence: high", 0.0, False),
+        ("Confidence: 0.8\nlater Confidence: information", 0.8, True),  # "inf" inside a word is no value
+        ("overconfidence: 0.9", 0.0, False),  # the key is a word of its own
         ("", 0.0, False),
     ],
 )
@@ -47,6 +50,39 @@ def test_strip_and_replace():
     assert strip_confidence(text) == "Answer: 12"
     assert replace_confidence(text, 0.375) == "Answer: 12\nConfidence: 0.38"
     assert replace_confidence("Answer: 12", 0.5) == "Answer: 12\nConfidence: 0.50"
+
+
+# The cases: the stripped text, and the value read, of each.
+@pytest.mark.parametrize(
+    "text, stripped, value",
+    [
+        ("Answer: 12\nconfidence: 0.9.", "Answer: 12", 0.9),  # lower case, trailing full stop
+        ("Answer: 12\nConfidence: 0.3\nchecked again\nConfidence: 0.9", "Answer: 12", 0.9),  # several: read the last
+        ("Answer: 12\n**Confidence:** 0.8", "Answer: 12", 0.8),  # no stray "**"
+        ("Answer: 12\nConfidence**: 0.8", "Answer: 12", 0.8),
+        ("Answer: 12 Confidence: 0.8", "Answer: 12", 0.8),  # on the answer's line
+        ("Answer: 12\n- **Confidence**: 80%", "Answer: 12", 0.8),  # a list item
+        ("Answer: 12\nCONFIDENCE : 0.7", "Answer: 12", 0.7),
+        ("Answer: 12\nConfidence: high", "Answer: 12", 0.0),  # a key without a value still ends the text
+    ],
+)
+def test_stripper_and_parser_share_one_key(text, stripped, value):
+    assert strip_confidence(text) == stripped
+    assert parse_confidence(text).value == pytest.approx(value)
+    assert replace_confidence(text, 0.25) == f"{stripped}\nConfidence: 0.25"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "def f(x, confidence: float) -> float:",  # an annotated parameter mid-line is no key
+        "Let me weigh my confidence: it is moderate.",
+        "min_confidence: 0.8",  # part of a longer word
+        '{"confidence": 0.8}',  # a JSON key
+    ],
+)
+def test_prose_and_code_are_not_keys(text):
+    assert find_confidence_key(text) is None and strip_confidence(text) == text
 
 
 def test_format_rejects_out_of_range():

@@ -2,7 +2,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import caopd_pl.losses
 from caopd_pl.losses import chunked_divergence, masked_mean_divergence, token_divergence
+from caopd_pl.models.loading import final_hidden_states
+from caopd_pl.module import CaOPDModule, LossConfig
 
 KINDS = ["reverse", "forward", "jsd"]
 
@@ -120,8 +123,133 @@ def test_mismatched_masks_and_bad_settings_raise():
         chunked_divergence(hidden, weight, teacher_hidden, teacher_weight, "jsd", beta=1.0)
     with pytest.raises(ValueError, match="chunk_size"):
         chunked_divergence(hidden, weight, teacher_hidden, teacher_weight, chunk_size=0)
+    with pytest.raises(ValueError, match="temperature"):
+        chunked_divergence(hidden, weight, teacher_hidden, teacher_weight, temperature=0.0)
+    with pytest.raises(ValueError, match="divergence"):
+        chunked_divergence(hidden, weight, teacher_hidden, teacher_weight, "kl")
     mask = torch.ones(1, 4, dtype=torch.bool)
     with pytest.raises(ValueError, match="completion tokens"):
         masked_mean_divergence(
             torch.randn(1, 4, 24), weight, torch.randn(1, 4, 24), teacher_weight, mask, mask & (torch.arange(4) > 0)
         )
+
+
+# ---- temperature ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("temperature", [0.5, 2.0])
+def test_temperature_divides_both_models_logits(kind, temperature):
+    hidden, weight, teacher_hidden, teacher_weight = _inputs(dtype=torch.float64)
+    got = chunked_divergence(hidden, weight, teacher_hidden, teacher_weight, kind, 0.3, 8, temperature)
+    grads = torch.autograd.grad(got, [hidden, weight])
+    logits, teacher_logits = hidden @ weight.T, teacher_hidden @ teacher_weight.T
+    want = reference_divergence(logits / temperature, teacher_logits / temperature, kind, 0.3)
+    want_grads = torch.autograd.grad(want.sum(), [hidden, weight])
+    torch.testing.assert_close(got, want.sum(), atol=1e-10, rtol=1e-10)
+    for got_grad, want_grad in zip(grads, want_grads):
+        torch.testing.assert_close(got_grad, want_grad, atol=1e-10, rtol=1e-10)
+    plain = token_divergence(logits.detach(), teacher_logits, kind, 0.3, temperature=temperature)
+    torch.testing.assert_close(plain, want.detach(), atol=1e-10, rtol=1e-10)
+
+
+def test_loss_config_temperature_defaults_to_one_and_must_be_positive():
+    assert LossConfig().temperature == 1.0
+    for bad in (0.0, -0.7, float("nan")):
+        with pytest.raises(ValueError, match="model.loss.temperature"):
+            LossConfig(temperature=bad)
+
+
+def test_module_distillation_loss_divides_by_loss_temperature():
+    module = CaOPDModule(loss=LossConfig(temperature=2.0, skip_first_tokens=1))
+    student_ids = torch.randint(3, 100, (2, 8))
+    teacher_ids = torch.cat([torch.randint(3, 100, (2, 5)), student_ids], dim=1)  # a privileged prefix, same tokens
+    student_mask, teacher_mask = torch.zeros(2, 8, dtype=torch.bool), torch.zeros(2, 13, dtype=torch.bool)
+    student_mask[:, 2:7] = teacher_mask[:, 7:12] = True
+    batch = dict(student_ids=student_ids, student_attention=torch.ones_like(student_ids), student_mask=student_mask)
+    batch |= dict(teacher_ids=teacher_ids, teacher_attention=torch.ones_like(teacher_ids), teacher_mask=teacher_mask)
+    loss, count = module.distillation_loss(batch)
+    counted, teacher_counted = student_mask.clone(), teacher_mask.clone()
+    counted[:, 2] = teacher_counted[:, 7] = False  # skip_first_tokens=1
+    with torch.no_grad():
+        logits = final_hidden_states(module.student, student_ids, batch["student_attention"])[counted]
+        teacher_logits = final_hidden_states(module.teacher, teacher_ids, batch["teacher_attention"])[teacher_counted]
+        logits = logits @ module.student.get_output_embeddings().weight.T  # (8, V)
+        teacher_logits = teacher_logits @ module.teacher.get_output_embeddings().weight.T  # (8, V)
+    assert count.item() == 8
+    torch.testing.assert_close(loss, reference_divergence(logits / 2.0, teacher_logits / 2.0, "reverse").mean())
+
+
+# ---- low precision -------------------------------------------------------------------------------------------------
+# The reference is the float64 divergence of the very values the low-precision run sees (its inputs, rounded), so
+# the comparison measures the loss's own arithmetic, not the rounding of its inputs. Allowances follow the dtypes:
+#   * computed in float32: at most 4x what a plain float32 computation of the same inputs errs (float32's own
+#     error on this machine), with a floor of 16 float32 ulps of the largest value, the rule of the float32 test;
+#   * returned in half precision: plus one ulp of that dtype at the exact value (rounding costs at most half).
+# A half-precision projection errs by ~eps(bf16) = 2^-8 relative on every logit, thousands of times these bounds.
+
+
+def _rounded(dtype, hidden_dtype=None, n=45, h=24, v=97):
+    """(hidden, weight, teacher hidden, teacher weight) rounded to ``dtype`` (hidden states to ``hidden_dtype``)."""
+    dtypes = [hidden_dtype or dtype, dtype] * 2
+    return [t.detach().to(d) for t, d in zip(_inputs(n, h, v, dtype=torch.float64), dtypes)]
+
+
+def _reference_loss_and_grads(inputs, kind, dtype):
+    """Reference loss and (hidden, weight) gradients on ``inputs``' values, computed in ``dtype``."""
+    hidden, weight, teacher_hidden, teacher_weight = [t.detach().to(dtype) for t in inputs]
+    hidden.requires_grad_(), weight.requires_grad_()
+    loss = reference_divergence(hidden @ weight.T, teacher_hidden @ teacher_weight.T, kind, 0.3).sum()
+    return [loss, *torch.autograd.grad(loss, [hidden, weight])]
+
+
+def _assert_float32_accurate(got, inputs, kind):
+    """``got`` = [loss, hidden grad, weight grad] is within the allowances above of the float64 reference."""
+    exact = _reference_loss_and_grads(inputs, kind, torch.float64)
+    plain32 = _reference_loss_and_grads(inputs, kind, torch.float32)
+    eps32 = torch.finfo(torch.float32).eps
+    for name, value, base, want in zip(["loss", "hidden grad", "weight grad"], got, plain32, exact):
+        allowance = 4 * max((base.double() - want).abs().max().item(), 16 * eps32 * want.abs().max().item())
+        if value.dtype in (torch.bfloat16, torch.float16):  # one ulp, subnormals included
+            info = torch.finfo(value.dtype)
+            allowance = allowance + info.eps * want.abs().clamp_min(info.smallest_normal)
+        error = (value.double() - want).abs()
+        assert (error <= allowance).all(), f"{name}: error {(error - allowance).max().item():.3g} over its allowance"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_low_precision_loss_and_gradients_match_float64_reference(kind, dtype, monkeypatch):
+    monkeypatch.setattr(caopd_pl.losses, "_CAST_BLOCK", 10)  # half-precision weights are upcast in 10 blocks
+    inputs = _rounded(dtype)
+    hidden, weight, teacher_hidden, teacher_weight = [t.clone() for t in inputs]
+    hidden.requires_grad_(), weight.requires_grad_()
+    loss = chunked_divergence(hidden, weight, teacher_hidden, teacher_weight, kind, 0.3, chunk_size=8)
+    grads = torch.autograd.grad(loss, [hidden, weight])
+    assert loss.dtype == torch.float32 and [g.dtype for g in grads] == [dtype, dtype]
+    _assert_float32_accurate([loss, *grads], inputs, kind)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_autocast_bf16_hidden_with_float32_weights_is_float32_accurate(kind):
+    # bf16-mixed: the transformer runs under autocast and hands the loss bf16 hidden states, while the output
+    # embedding stays a float32 master weight whose gradient must stay float32.
+    inputs = _rounded(torch.float32, hidden_dtype=torch.bfloat16)
+    hidden, weight, teacher_hidden, teacher_weight = [t.clone() for t in inputs]
+    hidden.requires_grad_(), weight.requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = chunked_divergence(hidden, weight, teacher_hidden, teacher_weight, kind, 0.3, chunk_size=8)
+    grads = torch.autograd.grad(loss, [hidden, weight])
+    assert loss.dtype == torch.float32 and [g.dtype for g in grads] == [torch.bfloat16, torch.float32]
+    _assert_float32_accurate([loss, *grads], inputs, kind)
+
+
+def test_teacher_may_be_held_in_lower_precision_than_the_student(monkeypatch):
+    monkeypatch.setattr(caopd_pl.losses, "_CAST_BLOCK", 10)
+    inputs = _rounded(torch.float32)
+    hidden, weight = [t.clone().requires_grad_() for t in inputs[:2]]
+    teacher_hidden, teacher_weight = [t.to(torch.bfloat16) for t in inputs[2:]]
+    loss = chunked_divergence(hidden, weight, teacher_hidden, teacher_weight, chunk_size=8)
+    grads = torch.autograd.grad(loss, [hidden, weight])
+    assert [g.dtype for g in grads] == [torch.float32, torch.float32]
+    _assert_float32_accurate([loss, *grads], [hidden, weight, teacher_hidden, teacher_weight], "reverse")

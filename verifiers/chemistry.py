@@ -1,7 +1,10 @@
 """Chemistry verifier: multiple-choice letters (as the CaOPD paper scores them) and SMILES answers by RDKit.
 
-The completion's answer is the content of its last ``<answer>...</answer>`` (the science system prompt asks for
-``<reasoning>...</reasoning><answer>X</answer>``). References:
+The completion's answer is the content of the last ``<answer>...</answer>`` before its confidence (the science
+system prompt asks for ``<reasoning>...</reasoning><answer>X</answer>``). "Before its confidence" is
+:func:`caopd_pl.confidence.strip_confidence`, the one definition every verifier shares, so a verdict never depends on
+the confidence part; the paper's scoring reads the whole text, which differs only for a completion that writes an
+``<answer>`` after a confidence key. References:
 
 - ``{"answer": "B"}`` or a bare ``"B"``: correct when the answer is that letter (case-insensitive), as in the paper's
   release, where anything else inside the tags is wrong;
@@ -15,6 +18,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from caopd_pl.confidence import strip_confidence
 from caopd_pl.verifiers.base import Verdict, Verifier
 from caopd_pl.verifiers.registry import register
 
@@ -75,7 +79,7 @@ def parse_chemistry_reference(reference: Any) -> tuple[str, str]:
 
 @register("chemistry")
 class ChemistryVerifier(Verifier):
-    """Correct when the last ``<answer>`` is the reference letter, or the same molecule as the reference SMILES."""
+    """Correct when the last ``<answer>`` before the confidence is the reference letter, or the reference molecule."""
 
     def __init__(self, stereo: bool = True, charge: bool = True) -> None:
         """Args:
@@ -86,7 +90,7 @@ class ChemistryVerifier(Verifier):
 
     def verify(self, completion: str, reference: Any) -> Verdict:
         kind, expected = parse_chemistry_reference(reference)
-        answer = extract_tagged_answer(completion)
+        answer = extract_tagged_answer(strip_confidence(completion))
         if answer is None:
             return Verdict(False, "no <answer> tag")
         if kind == "letter":

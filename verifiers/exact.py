@@ -1,7 +1,8 @@
 """Exact-answer verifier: the embedded arithmetic task's judge.
 
-The answer is the text after the last ``Answer:`` on its line (or, without one, the last integer before the
-confidence line), compared with the reference as an integer.
+The answer is the integer after the last ``Answer:`` (or, without one, the last integer) of the completion without its
+confidence (:func:`caopd_pl.confidence.strip_confidence`: everything before the first confidence key, in any case),
+compared with the reference as an integer.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from caopd_pl.confidence import strip_confidence
 from caopd_pl.verifiers.base import Verdict, Verifier
 from caopd_pl.verifiers.registry import register
 
@@ -18,7 +20,7 @@ _INTEGER = re.compile(r"-?\d{1,40}")
 
 def extract_integer_answer(completion: str) -> str | None:
     """The final integer answer of a completion, or None when it states none."""
-    body = completion.split("Confidence:", 1)[0]
+    body = strip_confidence(completion)
     answers = _ANSWER.findall(body)
     if answers:
         return answers[-1]

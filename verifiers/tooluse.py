@@ -2,9 +2,12 @@
 verifier).
 
 The completion follows the ToolAlpaca/ReAct format ``Thought: ... Action: name Action Input: {json}``. The call is
-the first ``Action:`` name and the first JSON object after the first ``Action Input:``. It is correct when the name
-equals the golden first ``Action`` and the arguments equal the golden ``Action_Input`` after JSON normalisation (key
-order and spacing ignored; the golden input may be a JSON string or an object; an empty golden input matches ``{}``).
+the first ``Action:`` name and the first JSON object after the first ``Action Input:``, read in the completion
+without its confidence (:func:`caopd_pl.confidence.strip_confidence`, the definition every verifier shares, so a
+verdict never depends on the confidence part; the paper reads the whole text, which differs only for a call written
+after a confidence key). It is correct when the name equals the golden first ``Action`` and the arguments equal the
+golden ``Action_Input`` after JSON normalisation (key order and spacing ignored; the golden input may be a JSON
+string or an object; an empty golden input matches ``{}``).
 
 Reference: the golden list ``[{"Action": "getX", "Action_Input": "{\\"a\\": 1}"}, ...]`` (only the first call counts),
 a single such dict, or the Python-repr string of the list as some releases store it (parsed by
@@ -18,6 +21,7 @@ import json
 import re
 from typing import Any
 
+from caopd_pl.confidence import strip_confidence
 from caopd_pl.verifiers.base import Verdict, Verifier
 from caopd_pl.verifiers.registry import register
 
@@ -80,7 +84,7 @@ class ToolUseVerifier(Verifier):
 
     def verify(self, completion: str, reference: Any) -> Verdict:
         want_name, want_args = golden_call(reference)
-        name, arguments = extract_tool_call(completion)
+        name, arguments = extract_tool_call(strip_confidence(completion))
         if name is None:
             return Verdict(False, "no Action")
         if arguments is None:

@@ -2,16 +2,19 @@
 
 Reads a ``configs/continual/*.yaml`` (see :mod:`caopd_pl.continual.config`) and runs
 :class:`caopd_pl.continual.runner.ContinualRunner`. Re-running the same command resumes a killed run: finished
-stages and evaluations are reused. Exit status 0 on success, 2 on a bad configuration.
+stages and evaluations are reused. Exit status 0 on success, 2 on a bad configuration. The runner (and with it
+torch and Lightning) loads only after the arguments parse, so ``--help`` is instant.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
-from caopd_pl.continual.config import load_config
-from caopd_pl.continual.runner import ContinualRunner, comparison_markdown
+from caopd_pl.errors import UsageError
+
+EXAMPLE = "configs/continual/quick.yaml"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m caopd_pl continual",
         description="Train a task sequence stage after stage; measure accuracy and calibration retention.",
     )
-    parser.add_argument("--config", required=True, help="a continual YAML, e.g. configs/continual/quick.yaml")
+    parser.add_argument("--config", required=True, help=f"a continual YAML, e.g. {EXAMPLE}")
     parser.add_argument("--out", default=None, help="run directory (default: the config's `out`)")
     parser.add_argument(
         "--calibration",
@@ -36,11 +39,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the command; returns the exit status."""
     args = build_parser().parse_args(argv)
+    if not Path(args.config).is_file():
+        raise UsageError(f"--config={args.config!r}: no such file; give a continual YAML such as {EXAMPLE}")
+    from caopd_pl.continual.config import load_config
+
     try:
         config = load_config(args.config, out=args.out)
     except (ValueError, TypeError, FileNotFoundError) as err:
-        print(f"caopd_pl continual: {err}")
-        return 2
+        raise UsageError(f"--config={args.config!r}: {err}") from err
+    from caopd_pl.continual.runner import ContinualRunner, comparison_markdown
+
     started = time.perf_counter()
     summaries = ContinualRunner(config, kill_during=args.kill_during).run(args.calibration)
     if len(summaries) == 1:

@@ -3,7 +3,8 @@
 Input: JSONL lines holding ``completion`` (its ``Confidence:`` is parsed with :func:`caopd_pl.confidence.
 parse_confidence`; none counts as 0 and lowers format adherence) and ``correct`` (bool), e.g. the output of
 ``verify``. Writes ``DIR/metrics.json`` and ``DIR/reliability.png`` and prints a table. Malformed lines are reported
-with their line numbers and skipped; exit status 1 if there were any, 2 if no line was usable.
+with their line numbers and skipped; exit status 1 if there were any, 2 if no line was usable or the input is
+missing. torch and the plotting code load only after the arguments parse, so ``--help`` is instant.
 """
 
 from __future__ import annotations
@@ -12,16 +13,24 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+from caopd_pl.errors import UsageError
 
-from caopd_pl.confidence import parse_confidence
-from caopd_pl.metrics import calibration_summary, without_nan
+if TYPE_CHECKING:
+    import torch
 
 
 def read_judged(path: Path) -> tuple[list[tuple[float, bool, bool]], int]:
-    """``(confidence, correct, parsed)`` per usable line, and the number of malformed lines (reported on stderr)."""
+    """``(confidence, correct, parsed)`` per usable line, and the number of malformed lines (reported on stderr).
+
+    Raises:
+        UsageError: ``path`` is not a file.
+    """
+    from caopd_pl.confidence import parse_confidence
+
+    if not path.is_file():
+        raise UsageError(f"--input={str(path)!r}: no such file; give a JSONL of judged completions (verify's output)")
     rows, malformed = [], 0
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
@@ -43,6 +52,10 @@ def read_judged(path: Path) -> tuple[list[tuple[float, bool, bool]], int]:
 
 
 def summarise(rows: list[tuple[float, bool, bool]]) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
+    import torch
+
+    from caopd_pl.metrics import calibration_summary
+
     confidence = torch.tensor([r[0] for r in rows], dtype=torch.float64)  # (N,)
     correct = torch.tensor([r[1] for r in rows], dtype=torch.bool)  # (N,)
     parsed = torch.tensor([r[2] for r in rows], dtype=torch.bool)  # (N,)
@@ -74,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     if not rows:
         print(f"caopd_pl report: no usable line in {args.input}", file=sys.stderr)
         return 2
+    from caopd_pl.metrics import without_nan
+
     metrics, confidence, correct = summarise(rows)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,7 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
+from caopd_pl.errors import UsageError
 from caopd_pl.verifiers import Verifier, build
 
 
@@ -86,15 +87,27 @@ def judge(verifier: Verifier, batch: list[dict[str, Any]], out: TextIO, tally: T
 
 
 def build_verifier(name: str, init_args: str | None) -> Verifier:
-    """A verifier from a name, class path or ``{class_path, init_args}`` JSON, with optional JSON init args."""
-    spec: Any = json.loads(name) if name.lstrip().startswith("{") else name
-    kwargs = json.loads(init_args) if init_args else {}
+    """A verifier from a name, class path or ``{class_path, init_args}`` JSON, with optional JSON init args.
+
+    Raises:
+        UsageError: unparsable JSON, an unknown verifier, or arguments its constructor rejects.
+    """
+    try:
+        spec: Any = json.loads(name) if name.lstrip().startswith("{") else name
+        kwargs = json.loads(init_args) if init_args else {}
+    except json.JSONDecodeError as err:
+        raise UsageError(f"--verifier/--init-args: not valid JSON ({err.msg}); quote the JSON in the shell") from err
     if not isinstance(kwargs, dict):
-        raise ValueError("--init-args must be a JSON object")
-    return build(spec, **kwargs)
+        raise UsageError(f"--init-args={init_args!r} must be a JSON object, e.g. '{{\"timeout\": 5}}'")
+    try:
+        return build(spec, **kwargs)
+    except (ValueError, TypeError, ImportError) as err:
+        raise UsageError(f"--verifier={name!r}: {err}") from err
 
 
 def run(args: argparse.Namespace) -> Tally:
+    if not Path(args.input).is_file():
+        raise UsageError(f"--input={args.input!r}: no such file; give a JSONL with completion and reference per line")
     tally = Tally()
     verifier = build_verifier(args.verifier, args.init_args)
     try:

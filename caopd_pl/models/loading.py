@@ -16,11 +16,13 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from caopd_pl.models.source import check_model_source
 from caopd_pl.models.tiny import TinyModelConfig, build_tiny_model
 from caopd_pl.models.tokenizer import build_char_tokenizer
 
 TINY = "tiny"
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+Dtype = Literal["float32", "bfloat16", "float16"]
+DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,7 @@ class ModelConfig:
 
     name_or_path: str = TINY
     """``tiny`` (built in code, no download), a hub name such as ``Qwen/Qwen3-0.6B``, or a local directory."""
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    dtype: Dtype = "float32"
     """Weight dtype of a loaded model (the tiny model is always float32)."""
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
     """Shape of the built-in model."""
@@ -38,7 +40,8 @@ class ModelConfig:
     attn_implementation: str | None = None
     """transformers attention backend (``sdpa``, ``eager``, ``flash_attention_2``); None picks the default."""
     gradient_checkpointing: bool = False
-    """Recompute activations in the backward pass to save memory."""
+    """Recompute each decoder layer's activations in the backward pass to save memory (non-reentrant; active
+    while the student is in train mode, which the module keeps it in during training steps)."""
 
 
 def load_model(config: ModelConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -52,17 +55,20 @@ def load_model(config: ModelConfig) -> tuple[PreTrainedModel, PreTrainedTokenize
         tokenizer = build_char_tokenizer()
         model = build_tiny_model(config.tiny, len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id)
     else:
+        check_model_source(config.name_or_path)  # one line, before any hub lookup
         tokenizer = load_tokenizer(config.name_or_path, config.trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(
             config.name_or_path,
-            dtype=_DTYPES[config.dtype],
+            dtype=DTYPES[config.dtype],
             trust_remote_code=config.trust_remote_code,
             attn_implementation=config.attn_implementation,
         )
     _check_tokenizer(tokenizer, config.name_or_path)
     _check_readout(model, config.name_or_path)
     if config.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        # Non-reentrant, as torch and transformers recommend: it needs no input that requires grad, and works with
+        # the keyword arguments (attention mask, position ids) that decoder layers take.
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model, tokenizer
 
 

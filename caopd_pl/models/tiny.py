@@ -35,6 +35,8 @@ class TinyModelConfig:
     """Longest sequence."""
     seed: int = 0
     """Seed of the random initialisation."""
+    tie_word_embeddings: bool = True
+    """Share the input embedding with the output layer (Qwen3-0.6B/1.7B/4B do, Qwen3-8B and larger do not)."""
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_heads:
@@ -44,7 +46,7 @@ class TinyModelConfig:
 
 
 def tiny_config(spec: TinyModelConfig, vocab_size: int, pad_token_id: int, eos_token_id: int) -> PretrainedConfig:
-    """A transformers config of ``spec``'s architecture, tied embeddings."""
+    """A transformers config of ``spec``'s architecture."""
     return AutoConfig.for_model(
         spec.architecture,
         vocab_size=vocab_size,
@@ -55,7 +57,7 @@ def tiny_config(spec: TinyModelConfig, vocab_size: int, pad_token_id: int, eos_t
         num_key_value_heads=spec.num_kv_heads,
         head_dim=spec.hidden_size // spec.num_heads,
         max_position_embeddings=spec.max_positions,
-        tie_word_embeddings=True,
+        tie_word_embeddings=spec.tie_word_embeddings,
         pad_token_id=pad_token_id,
         eos_token_id=eos_token_id,
         bos_token_id=None,

@@ -1,18 +1,50 @@
-"""Rollouts with Hugging Face ``generate``: samples straight from the student, so there is nothing to sync."""
+"""Rollouts with Hugging Face ``generate``: samples straight from the student, so there is nothing to sync.
+
+``generate`` merges the call's settings with the model's own ``generation_config`` (every field the call leaves
+unset is taken from it), so an instruct checkpoint's ``repetition_penalty``, ``top_k``, ``min_p``, ``suppress_tokens``
+... would silently reshape the rollouts. Here the call gets a complete :class:`~transformers.GenerationConfig` built
+from :class:`~caopd_pl.rollout.base.RolloutConfig` alone, and the model's is swapped for that same config for the
+duration of the call, so nothing is inherited (the student's own ``generation_config`` is restored afterwards).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
+from transformers import GenerationConfig
 
-from caopd_pl.rollout.base import Rollout, RolloutConfig, RolloutEngine
+from caopd_pl.rollout.base import Rollout, RolloutConfig, RolloutEngine, stop_token_ids
+
+
+def sampling_config(
+    num_samples: int, temperature: float, top_p: float, max_new_tokens: int, stop_ids: Sequence[int], pad_id: int
+) -> GenerationConfig:
+    """The whole generation config of a rollout call: greedy when ``temperature`` is 0, else plain sampling.
+
+    ``top_k=0`` is explicit because transformers' global default is 50; every other processor (penalties, min-p,
+    typical-p, suppressed tokens ...) is off at the global defaults.
+    """
+    if temperature > 0:
+        sampling: dict[str, Any] = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
+    else:
+        sampling = dict(do_sample=False)
+    return GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        num_return_sequences=num_samples,
+        num_beams=1,
+        eos_token_id=list(stop_ids),
+        pad_token_id=pad_id,
+        **sampling,
+    )
 
 
 @torch.no_grad()
 def generate(
     model: torch.nn.Module,
-    tokenizer,
+    tokenizer: Any,
     prompts: Sequence[list[int]],
     num_samples: int = 1,
     temperature: float = 0.0,
@@ -20,29 +52,53 @@ def generate(
     max_new_tokens: int = 64,
     seed: int = 0,
     batch_size: int = 256,
+    stop_ids: Sequence[int] | None = None,
 ) -> list[list[Rollout]]:
     """``num_samples`` completions per prompt (greedy when ``temperature`` is 0), in prompt order.
 
-    Prompts are left-padded in batches of about ``batch_size`` sequences; sampling is seeded and does not disturb
-    the global random state.
+    The model decodes in eval mode (no dropout) and gets its mode back afterwards. Prompts are left-padded in batches
+    of about ``batch_size`` sequences; sampling is seeded and does not disturb the global random state.
+
+    Args:
+        stop_ids: Ids that end a completion; None: :func:`~caopd_pl.rollout.base.stop_token_ids` of the tokenizer
+            and the model's generation config.
     """
+    stop_ids = list(stop_ids or stop_token_ids(tokenizer, getattr(model, "generation_config", None)))
+    copies = num_samples if temperature == 0 else 1  # greedy: the K completions are one, decoded once
+    pad_id = tokenizer.pad_token_id
+    config = sampling_config(num_samples // copies, temperature, top_p, max_new_tokens, stop_ids, pad_id)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     per_batch = max(1, batch_size // num_samples)
     results: list[list[Rollout]] = []
     try:
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        with (
+            torch.random.fork_rng(devices=[device] if device.type == "cuda" else []),
+            _generation_config_replaced(model, config),
+        ):
             torch.manual_seed(seed)
             for start in range(0, len(prompts), per_batch):
-                batch = prompts[start : start + per_batch]
-                results += _generate_batch(model, tokenizer, batch, num_samples, temperature, top_p, max_new_tokens)
+                results += _generate_batch(model, tokenizer, prompts[start : start + per_batch], config, stop_ids)
     finally:
         model.train(was_training)
-    return results
+    return [group * copies for group in results]
 
 
-def _generate_batch(model, tokenizer, prompts, num_samples, temperature, top_p, max_new_tokens) -> list[list[Rollout]]:
+@contextlib.contextmanager
+def _generation_config_replaced(model: torch.nn.Module, config: GenerationConfig) -> Iterator[None]:
+    """``model.generation_config`` is ``config`` inside: generate() then has nothing of the checkpoint's to merge."""
+    original = getattr(model, "generation_config", None)
+    model.generation_config = config
+    try:
+        yield
+    finally:
+        model.generation_config = original
+
+
+def _generate_batch(
+    model: torch.nn.Module, tokenizer: Any, prompts: Sequence[list[int]], config: GenerationConfig, stop_ids: list[int]
+) -> list[list[Rollout]]:
     device = next(model.parameters()).device
     width = max(len(p) for p in prompts)
     input_ids = torch.full((len(prompts), width), tokenizer.pad_token_id, dtype=torch.long)  # (B, P)
@@ -50,35 +106,25 @@ def _generate_batch(model, tokenizer, prompts, num_samples, temperature, top_p, 
     for row, ids in enumerate(prompts):
         input_ids[row, width - len(ids) :] = torch.tensor(ids)
         attention_mask[row, width - len(ids) :] = 1
-    sampling = dict(do_sample=True, temperature=temperature, top_p=top_p) if temperature > 0 else dict(do_sample=False)
     output = model.generate(
-        input_ids=input_ids.to(device),
-        attention_mask=attention_mask.to(device),
-        max_new_tokens=max_new_tokens,
-        num_return_sequences=num_samples,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        top_k=None,
-        **sampling,
+        input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), generation_config=config
     )  # (B * K, P + new)
-    rollouts = [_to_rollout(tokenizer, row.tolist()) for row in output[:, width:].cpu()]
-    return [rollouts[i * num_samples : (i + 1) * num_samples] for i in range(len(prompts))]
-
-
-def _to_rollout(tokenizer, ids: list[int]) -> Rollout:
-    eos = tokenizer.eos_token_id
-    finished = eos in ids
-    # Rows that stop early are padded after their EOS; a row cut at max_new_tokens has no padding at all, so every
-    # one of its tokens is real (even one equal to the pad id).
-    ids = ids[: ids.index(eos) + 1] if finished else ids
-    return Rollout(ids, tokenizer.decode(ids, skip_special_tokens=True), finished)
+    rollouts = [Rollout.from_ids(row.tolist(), tokenizer, stop_ids) for row in output[:, width:].cpu()]
+    k = config.num_return_sequences
+    return [rollouts[i * k : (i + 1) * k] for i in range(len(prompts))]
 
 
 class HFEngine(RolloutEngine):
-    """Samples with ``model.generate`` on the training model itself."""
+    """Samples with ``model.generate`` on the training model itself.
 
-    def __init__(self, model: torch.nn.Module, tokenizer) -> None:
+    Args:
+        model: The student; its ``generation_config`` contributes its EOS ids to the stop ids, nothing else.
+        tokenizer: The student's tokenizer.
+    """
+
+    def __init__(self, model: torch.nn.Module, tokenizer: Any) -> None:
         self.model, self.tokenizer = model, tokenizer
+        self.stop_ids = stop_token_ids(tokenizer, getattr(model, "generation_config", None))
 
     def sync(self, model: torch.nn.Module) -> None:
         self.model = model  # the same weights: nothing to copy
@@ -94,4 +140,5 @@ class HFEngine(RolloutEngine):
             max_new_tokens=config.max_new_tokens,
             seed=seed,
             batch_size=config.batch_size,
+            stop_ids=self.stop_ids,
         )

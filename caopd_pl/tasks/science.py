@@ -2,24 +2,33 @@
 
 Row formats accepted (both as released with the paper):
 
-- ``messages`` (chat messages), ``output_text`` (a golden response: the teacher's demonstration), ``answer``;
+- ``messages`` (chat messages) and ``output_text`` (a golden response: the teacher's demonstration), as in the
+  released *training* split, with the option letter inside ``output_text``'s ``<answer>...</answer>``; an
+  ``answer`` column, when present and not blank, takes precedence;
 - ``prompt`` (chat messages, their Python-repr string as some releases store them, or a plain question) and
-  ``answer``.
+  ``answer``, as in the released evaluation split.
 
-``answer`` is the option letter; a row with a ``smiles`` column is judged as a SMILES answer instead. Trailing
-assistant messages are dropped from the prompt (the last one becomes the demonstration when there is no
-``output_text``). Repr strings are parsed with ``ast.literal_eval``, never ``eval``.
+The reference is the ``answer`` letter, else the letter inside the demonstration's last ``<answer>...</answer>``
+before its confidence (read by the chemistry verifier's own :func:`~caopd_pl.verifiers.chemistry.extract_tagged_answer`,
+so "the answer of a text" has one definition); a row with a ``smiles`` column is judged as a SMILES answer instead.
+The reference code reads ``answer`` only, so on the training split its reference is empty and every rollout is
+judged wrong (P_acc always 0). Trailing assistant messages are dropped from the prompt (the last one becomes the
+demonstration when there is no ``output_text``). Repr strings are parsed with ``ast.literal_eval``, never ``eval``.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from typing import Any
 
 from caopd_pl.confidence import strip_confidence
 from caopd_pl.tasks.base import Message, Task, TaskExample
 from caopd_pl.tasks.sources import SplitSources
 from caopd_pl.verifiers import Verifier
+from caopd_pl.verifiers.chemistry import extract_tagged_answer
+
+_OPTION_LETTER = re.compile(r"[A-Za-z]")
 
 
 def parse_messages(value: Any) -> list[Message]:
@@ -90,24 +99,41 @@ def science_example(row: dict[str, Any], default_id: str) -> TaskExample:
     """One science row as a :class:`TaskExample`.
 
     Raises:
-        ValueError: the row has neither ``messages`` nor ``prompt``, or no ``answer``/``smiles``.
+        ValueError: the row has neither ``messages`` nor ``prompt``, or no reference: no ``smiles``, no ``answer``
+            and no option letter in its demonstration's ``<answer>`` (the message names the row).
     """
+    row_id = str(row.get("id", default_id))
     if "messages" not in row and "prompt" not in row:
-        raise ValueError(f"a science row needs 'messages' or 'prompt'; it has {sorted(row)}")
+        raise ValueError(f"science row {row_id}: needs 'messages' or 'prompt'; it has {sorted(row)}")
     messages, demonstration = split_demonstration(parse_messages(row.get("messages", row.get("prompt"))))
     if isinstance(row.get("output_text"), str):
         demonstration = row["output_text"]
-    if isinstance(row.get("smiles"), str):
-        reference: Any = {"smiles": row["smiles"]}
-    elif isinstance(row.get("answer"), str):
-        reference = row["answer"].strip()
-    else:
-        raise ValueError(f"a science row needs an 'answer' letter or a 'smiles' string; it has {sorted(row)}")
+    demonstration = strip_confidence(demonstration) if demonstration else None
     extra = {k: v for k, v in row.items() if k not in ("messages", "prompt", "output_text", "answer", "smiles")}
     return TaskExample(
         messages=messages,
-        reference=reference,
-        demonstration=strip_confidence(demonstration) if demonstration else None,
-        id=str(row.get("id", default_id)),
+        reference=science_reference(row, demonstration, row_id),
+        demonstration=demonstration,
+        id=row_id,
         meta=extra,
+    )
+
+
+def science_reference(row: dict[str, Any], demonstration: str | None, row_id: str) -> Any:
+    """``{"smiles": ...}``, the ``answer`` letter, or the letter the demonstration answers (see the module docstring).
+
+    Raises:
+        ValueError: none of the three is there (the message names the row and what it holds).
+    """
+    if isinstance(row.get("smiles"), str):
+        return {"smiles": row["smiles"]}
+    if isinstance(row.get("answer"), str) and row["answer"].strip():
+        return row["answer"].strip()
+    tagged = extract_tagged_answer(demonstration) if demonstration else None
+    if tagged is not None and _OPTION_LETTER.fullmatch(tagged):
+        return tagged.upper()
+    found = f"its demonstration's <answer> holds {tagged[:50]!r}" if tagged is not None else "no <answer> tag"
+    raise ValueError(
+        f"science row {row_id}: no reference: needs an 'answer' letter, a 'smiles' string, or an option letter in "
+        f"output_text's <answer>...</answer>; it has columns {sorted(row)} and {found}"
     )

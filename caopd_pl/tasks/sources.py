@@ -9,7 +9,9 @@ A *source* is one string:
 - otherwise a hub dataset name, optionally ``name:split`` (``datasets.load_dataset(name, split=split)``).
 
 Rows come back as plain dicts. :class:`SplitSources` maps the task splits ``train``/``val``/``test``/``ood`` to
-sources and caches what it loaded.
+sources and caches what it loaded. It checks every source when the task is built: a file or a local-looking path
+(``/``, ``./``, ``../``, ``~``, a file suffix) must exist, and a hub name needs a reachable hub (or
+``HF_HUB_OFFLINE`` and a cached copy), so a typo fails in one line before the warm start, not after it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
+
+from caopd_pl.errors import UsageError
+from caopd_pl.models.source import hub_endpoint, hub_offline, hub_reachable, looks_local
 
 SPLITS = ("train", "val", "test", "ood")
 
@@ -90,6 +95,25 @@ def _load_with_datasets(source: str, split: str) -> list[dict[str, Any]]:
     return [dict(row) for row in data]
 
 
+def check_source(split: str, source: str) -> None:
+    """Fail in one line when ``source`` cannot be read: a missing file or folder, or a hub name with no hub.
+
+    Raises:
+        UsageError: naming ``data.task.init_args.<split>``, the value and the fix.
+    """
+    name, _ = _split_suffix(source, split)
+    key = f"data.task.init_args.{split}={source!r}"
+    if Path(name).expanduser().exists():
+        return
+    if Path(name).suffix in (".jsonl", ".json", ".parquet") or looks_local(name):
+        raise UsageError(f"{key}: no such file or folder; give an existing JSONL/JSON/Parquet file or datasets folder")
+    if not hub_offline() and not hub_reachable():
+        raise UsageError(
+            f"{key} is no local file or folder, and {hub_endpoint()} (hub datasets) cannot be reached; check the "
+            "path, or set HF_HUB_OFFLINE=1 to use a cached copy"
+        )
+
+
 class SplitSources:
     """The sources of a task's splits, loaded on first use and cached."""
 
@@ -109,6 +133,8 @@ class SplitSources:
             raise ValueError(f"a file-backed task needs a source for at least one of {SPLITS}")
         if limit is not None and limit < 0:
             raise ValueError(f"limit must be >= 0, got {limit}")
+        for name, source in self.sources.items():
+            check_source(name, source)
         self.limit = limit
         self._rows: dict[str, list[dict[str, Any]]] = {}
 

@@ -2,9 +2,11 @@
 
 Row format: ``prompt`` (the full ReAct prompt, ending ``Begin!\\nQuestion: ...``), ``golden_answer`` (the list of
 golden calls ``[{"Action", "Action_Input"}]``, or its Python-repr string), and optionally ``golden_response`` (a golden
-``Thought/Action/Action Input`` response: the teacher's demonstration). Without ``golden_response`` the demonstration
-is the first golden call written as ``Action: ...\\nAction Input: ...``. Other columns (``name``, ``description``,
-``instruction``, ...) are kept in ``meta``.
+``Thought/Action/Action Input`` response: the teacher's demonstration), a string or, as in the paper's released
+training split, a list of strings (its lines), joined with new lines as the reference code joins them. Without a
+``golden_response`` (or with a blank one) the demonstration is the first golden call written as
+``Action: ...\\nAction Input: ...``. Other columns (``name``, ``description``, ``instruction``, ...) are kept in
+``meta``.
 """
 
 from __future__ import annotations
@@ -86,16 +88,44 @@ def tooluse_example(row: dict[str, Any], default_id: str) -> TaskExample:
     Raises:
         ValueError: the row lacks ``prompt`` or a valid ``golden_answer``.
     """
+    row_id = str(row.get("id", default_id))
     if "prompt" not in row or "golden_answer" not in row:
-        raise ValueError(f"a tool-use row needs 'prompt' and 'golden_answer'; it has {sorted(row)}")
+        raise ValueError(f"tool-use row {row_id}: needs 'prompt' and 'golden_answer'; it has {sorted(row)}")
     golden = parse_golden(row["golden_answer"])
-    response = row.get("golden_response")
-    demonstration = response if isinstance(response, str) and response.strip() else demonstration_of(golden)
+    response = golden_response_text(row.get("golden_response"), row_id)
+    demonstration = response if response.strip() else demonstration_of(golden)
     extra = {k: v for k, v in row.items() if k not in ("prompt", "golden_answer", "golden_response")}
     return TaskExample(
         messages=parse_messages(row["prompt"]),
         reference=golden,
         demonstration=strip_confidence(demonstration),
-        id=str(row.get("id", default_id)),
+        id=row_id,
         meta=extra,
+    )
+
+
+def golden_response_text(value: Any, row_id: str) -> str:
+    """The ``golden_response`` column as one text: a string as it is, a list of strings joined with new lines.
+
+    Returns:
+        ``""`` when the column is missing or null (the caller then writes the first golden call).
+
+    Raises:
+        ValueError: any other type, or a list holding a non-string (the message names the column and the row).
+    """
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple)):
+        wrong = next((item for item in value if not isinstance(item, str)), None)
+        if wrong is None:
+            return "\n".join(value)
+        raise ValueError(
+            f"tool-use row {row_id}: golden_response must be a string or a list of strings; it holds "
+            f"{type(wrong).__name__} {wrong!r:.100}"
+        )
+    raise ValueError(
+        f"tool-use row {row_id}: golden_response must be a string or a list of strings, got "
+        f"{type(value).__name__} {value!r:.100}"
     )

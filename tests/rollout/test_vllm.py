@@ -6,6 +6,7 @@ weights redrawn at a larger scale so that greedy paths depend on every weight in
 
 from __future__ import annotations
 
+import json
 import logging
 import weakref
 from pathlib import Path
@@ -210,8 +211,6 @@ def vllm_quickstart(root: Path) -> Path:
     """configs/quickstart.yaml with engine: vllm, shrunk to two short epochs and pointed at ``root``."""
     config = yaml.safe_load((REPO / "configs/quickstart.yaml").read_text())
     config["trainer"] |= {"max_epochs": 2, "default_root_dir": str(root), "enable_progress_bar": False}
-    config["trainer"]["logger"]["init_args"]["save_dir"] = str(root)
-    config["trainer"]["callbacks"][0]["init_args"]["dirpath"] = str(root / "checkpoints")
     config["model"]["model"]["tiny"] = {"hidden_size": 64, "num_layers": 2, "num_heads": 2, "num_kv_heads": 1}
     config["model"]["warm_start"] |= {"steps": 4, "batch_size": 8}
     config["model"]["eval_max_new_tokens"] = 8
@@ -254,6 +253,83 @@ def test_two_epoch_fit_samples_epoch_two_from_updated_weights(tmp_path, tokenize
     assert cli.datamodule.engine is None and probe.engine.llm is None  # closed at the end of fit
     assert not Path(probe.engine._dir).exists()
     assert {child.pid for child in _children()} <= children
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The same samples as the Hugging Face engine, whatever the checkpoint's generation config says
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.vllm
+def test_a_checkpoints_generation_config_changes_neither_engine(hostile_student, hostile_checkpoint, tokenizer):
+    """Sampling defaults in the checkpoint are ignored by both engines, and both stop on its second EOS id."""
+    from caopd_pl.rollout.hf import HFEngine
+    from caopd_pl.rollout.vllm import VLLMEngine
+
+    prompts = [tokenizer(text)["input_ids"] for text in TEXTS]
+    engine = VLLMEngine(hostile_student, tokenizer, GREEDY)
+    try:
+        assert engine.llm.model_config.get_diff_sampling_param() == {}  # no repetition_penalty, top_k, temperature
+        got = engine.generate(prompts, GREEDY, seed=0)
+    finally:
+        engine.close()
+    want = HFEngine(hostile_student, tokenizer).generate(prompts, GREEDY, seed=0)
+
+    assert [group[0].token_ids for group in got] == [group[0].token_ids for group in want]
+    assert [group[0].finished for group in got] == [group[0].finished for group in want]
+    first = got[0][0]
+    assert first.finished and first.token_ids[-1] == hostile_checkpoint.eos_ids[1]  # the generation config's EOS
+
+
+def evaluation_config(root: Path, checkpoint: Path, engine: str) -> Path:
+    """configs/quickstart.yaml on a local checkpoint, no warm start, one short epoch, writing under ``root``."""
+    config = yaml.safe_load(vllm_quickstart(root).read_text())
+    config["trainer"] |= {"max_epochs": 1, "num_sanity_val_steps": 0}
+    config["model"] |= {"model": {"name_or_path": str(checkpoint)}, "warm_start": None, "eval_max_new_tokens": 24}
+    config["data"]["rollout"]["engine"] = engine
+    path = root / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+class EvaluationEngineProbe(Callback):
+    """The engine that decoded the test batches."""
+
+    def on_test_batch_end(self, trainer, module, outputs, batch, batch_idx, dataloader_idx=0):
+        self.engine = trainer.datamodule.engine
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_test_through_vllm_writes_the_records_of_test_through_hf(tmp_path, hostile_checkpoint):
+    """``test --ckpt_path`` in a fresh process state (no fit before it): vLLM created lazily, greedy, fp32."""
+    from caopd_pl.cli import cli_main
+
+    fit_root = tmp_path / "fit"
+    fit_root.mkdir()
+    fit = cli_main(["--config", str(evaluation_config(fit_root, hostile_checkpoint.path, "hf"))], run=False)
+    fit.trainer.fit(fit.model, datamodule=fit.datamodule)
+    ckpt = fit_root / "checkpoints" / "last.ckpt"
+
+    written = {}
+    for engine in ("hf", "vllm"):
+        root = tmp_path / engine
+        root.mkdir()
+        cli = cli_main(["--config", str(evaluation_config(root, hostile_checkpoint.path, engine))], run=False)
+        probe = EvaluationEngineProbe()
+        cli.trainer.callbacks.append(probe)
+        cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=str(ckpt), verbose=False)
+        assert type(probe.engine).__name__ == {"hf": "HFEngine", "vllm": "VLLMEngine"}[engine]
+        assert cli.datamodule.engine is None  # closed at the end of test
+        (records,) = root.rglob("test_predictions.jsonl")
+        (metrics,) = root.rglob("metrics.json")
+        lines = [json.loads(line) for line in records.read_text().splitlines()]
+        written[engine] = lines, json.loads(metrics.read_text())
+
+    assert probe.engine.llm is None  # the vLLM engine was shut down
+    assert written["vllm"] == written["hf"]
+    completions = [record["completion"] for record in written["hf"][0]]
+    assert len(completions) == 8 and len(set(completions)) > 1  # prompt-dependent completions, compared in full
 
 
 # ----------------------------------------------------------------------------------------------------------------

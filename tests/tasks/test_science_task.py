@@ -1,4 +1,5 @@
-"""Science task: both row formats of the paper, repr-string prompts, and the real science rows."""
+"""Science task: both row formats of the paper (training rows whose answer is inside <answer> of output_text),
+repr-string prompts, and the real science rows."""
 
 from __future__ import annotations
 
@@ -69,3 +70,52 @@ def test_real_science_rows():
         [f"<answer>{e.reference}</answer>" for e in examples], [e.reference for e in examples]
     )
     assert all(v.correct for v in verdicts)
+
+
+# The released training split: `messages` + `output_text`, the letter only inside <answer>...</answer>.
+TRAIN_ROW = {
+    "messages": [SYSTEM, USER],
+    "output_text": "<reasoning>\nB has the amine.\n</reasoning>\n<answer>\nb\n</answer>\nConfidence: 1.00",
+}
+
+
+def test_training_rows_take_the_reference_from_the_demonstration():
+    example = science_example(TRAIN_ROW, "train:0")
+    assert example.reference == "B"  # the chemistry verifier's own extraction, upper-cased as it compares
+    assert example.demonstration == "<reasoning>\nB has the amine.\n</reasoning>\n<answer>\nb\n</answer>"
+    blank = science_example({**TRAIN_ROW, "answer": " "}, "train:1")  # a blank answer column is no answer
+    assert blank.reference == "B"
+    assert science_example({**TRAIN_ROW, "answer": "C"}, "train:2").reference == "C"  # a real one wins
+
+
+def test_an_answer_after_the_confidence_is_not_the_reference():
+    row = {**TRAIN_ROW, "output_text": "<answer>A</answer>\nConfidence: 1.00\n<answer>D</answer>"}
+    assert science_example(row, "x").reference == "A"
+
+
+@pytest.mark.parametrize(
+    "output_text, found",
+    [
+        ("I think it is B.", "no <answer> tag"),
+        ("<answer>CCO</answer>", "holds 'CCO'"),
+        ("<answer></answer>", "holds ''"),
+    ],
+)
+def test_a_row_without_a_reference_is_named(output_text, found):
+    with pytest.raises(ValueError, match=rf"science row train:7: no reference: .*{found}"):
+        science_example({"messages": [SYSTEM, USER], "output_text": output_text}, "train:7")
+    with pytest.raises(ValueError, match="science row q-3: no reference"):
+        science_example({"prompt": "Which?", "id": "q-3"}, "test:0")
+
+
+def test_training_split_from_a_datasets_folder(tmp_path):
+    import datasets
+
+    rows = [TRAIN_ROW, {**TRAIN_ROW, "output_text": "<reasoning>x</reasoning><answer>D</answer>"}]
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "train_data"))
+    task = ScienceTask(train=str(tmp_path / "train_data"))
+    examples = task.split("train")
+    assert [e.reference for e in examples] == ["B", "D"]
+    assert examples[0].messages == [SYSTEM, USER]
+    verdicts = task.verifier.verify_batch([e.demonstration for e in examples], [e.reference for e in examples])
+    assert all(v.correct for v in verdicts)  # the demonstrations are right answers, so P_acc can be above 0

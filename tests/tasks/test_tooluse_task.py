@@ -53,3 +53,32 @@ def test_real_tooluse_rows():
     assert {"name", "description", "instruction"} <= set(examples[0].meta)
     verdicts = task.verifier.verify_batch([e.demonstration for e in examples], [e.reference for e in examples])
     assert all(v.correct for v in verdicts)
+
+
+# The released training split stores golden_response as a list of strings (its lines).
+RESPONSE_LINES = ["Thought: I need three facts.", "Action: getFacts", 'Action Input: {"limit": 3}']
+
+
+def test_golden_response_as_a_list_of_lines_keeps_the_thought():
+    row = {"prompt": PROMPT, "golden_answer": GOLDEN, "golden_response": [*RESPONSE_LINES, "Confidence: 1.00"]}
+    example = tooluse_example(row, "train:0")
+    assert example.demonstration == "\n".join(RESPONSE_LINES)
+    assert tooluse_example({**row, "golden_response": []}, "x").demonstration.startswith("Action: getFacts")
+
+
+@pytest.mark.parametrize("bad, kind", [(["Thought: x", 3], "int 3"), ({"Action": "getFacts"}, "dict")])
+def test_a_malformed_golden_response_names_the_column_and_row(bad, kind):
+    row = {"prompt": PROMPT, "golden_answer": GOLDEN, "golden_response": bad, "id": "tool-9"}
+    with pytest.raises(ValueError, match=rf"tool-use row tool-9: golden_response must be .*{kind}"):
+        tooluse_example(row, "train:0")
+
+
+def test_training_split_from_a_datasets_folder(tmp_path):
+    import datasets
+
+    rows = [{"prompt": PROMPT, "golden_answer": GOLDEN, "golden_response": RESPONSE_LINES}]
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "train_data"))
+    task = ToolUseTask(train=str(tmp_path / "train_data"))
+    example = task.split("train")[0]
+    assert example.demonstration == "\n".join(RESPONSE_LINES) and example.reference == GOLDEN
+    assert task.verifier.verify(example.demonstration, example.reference).correct

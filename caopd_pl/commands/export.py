@@ -1,0 +1,175 @@
+"""``python -m caopd_pl export``: write a trained student (or its EMA teacher) as a Hugging Face model directory.
+
+The directory holds the weights (safetensors), the model config, the tokenizer with its chat template and a
+``generation_config``; ``AutoModelForCausalLM.from_pretrained``, ``AutoTokenizer`` and vLLM load it as it is.
+
+The checkpoint holds the module's hyper-parameters (``save_hyperparameters``) and both models' weights, but not the
+architecture config or the tokenizer: the module is rebuilt from its hyper-parameters (the tiny model in code, a real
+one from ``model.model.name_or_path``), then the weights are loaded into it. A base model that moved since training
+is given with ``--base`` (the same base model: the weights are replaced anyway); ``--config`` applies a run config's
+``model:`` section first (any of its keys override the checkpoint's).
+
+The ``generation_config`` is the base model's, with ``eos_token_id`` set to the ids training stopped rollouts on
+(the tokenizer's EOS, then the checkpoint's EOS ids), so every engine ends a completion where training did. Its
+sampling defaults (a base instruct model's temperature, top-p ...) are kept: they are the deployer's to choose, and
+the calibration was evaluated greedily.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from caopd_pl.errors import UsageError
+
+DTYPE_NAMES = ("bfloat16", "float16", "float32")  # caopd_pl.models.loading.DTYPES, without importing torch for --help
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m caopd_pl export``; returns the exit status.
+
+    Raises:
+        UsageError: bad input (``python -m caopd_pl`` prints it as one line and exits with status 2).
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m caopd_pl export", description=__doc__.split("\n\n")[1], allow_abbrev=False
+    )
+    parser.add_argument("--ckpt_path", required=True, help="Lightning checkpoint written by fit (e.g. last.ckpt)")
+    parser.add_argument("--out", required=True, help="directory to write the Hugging Face model into")
+    parser.add_argument("--teacher", action="store_true", help="export the EMA teacher instead of the student")
+    parser.add_argument("--config", help="run config whose model: section overrides the checkpoint's")
+    parser.add_argument("--base", help="base model (hub name or local dir) replacing model.model.name_or_path")
+    parser.add_argument("--dtype", choices=DTYPE_NAMES, help="cast the weights (default: the dtype trained in)")
+    args = parser.parse_args(argv)
+    out = export(
+        Path(args.ckpt_path), Path(args.out), teacher=args.teacher, config=args.config, base=args.base, dtype=args.dtype
+    )
+    print(f"wrote the {'teacher' if args.teacher else 'student'} of {args.ckpt_path} to {out}")
+    return 0
+
+
+def export(
+    ckpt_path: Path,
+    out: Path,
+    teacher: bool = False,
+    config: str | None = None,
+    base: str | None = None,
+    dtype: str | None = None,
+) -> Path:
+    """Write the checkpoint's student (or teacher) and tokenizer to ``out``; returns ``out``.
+
+    Args:
+        ckpt_path: checkpoint written by fit.
+        out: directory to write (created).
+        teacher: export the EMA teacher instead of the student.
+        config: run config whose ``model:`` section overrides the checkpoint's hyper-parameters.
+        base: base model replacing ``model.model.name_or_path`` (one that moved since training).
+        dtype: ``float32``, ``bfloat16`` or ``float16`` to cast the weights to; None keeps the trained dtype.
+
+    Raises:
+        UsageError: the checkpoint or config is missing or unreadable, or the base model cannot be found.
+    """
+    import torch
+
+    checkpoint = _read_checkpoint(ckpt_path)
+    hparams = _hyper_parameters(checkpoint, ckpt_path, config, base)
+    module = _rebuild_module(hparams, ckpt_path)
+    module.load_state_dict(checkpoint["state_dict"])
+    model = module.teacher if teacher else module.student
+    if dtype is not None:
+        model.to(dtype=getattr(torch, dtype))
+    out.mkdir(parents=True, exist_ok=True)
+    model.generation_config = _generation_config(model, module.tokenizer)
+    model.save_pretrained(out)
+    module.tokenizer.save_pretrained(out)
+    return out
+
+
+def _read_checkpoint(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise UsageError(f"--ckpt_path={str(path)!r} does not exist; give a checkpoint written by fit (last.ckpt)")
+    import torch  # here, not at the top: ``export --help`` stays fast
+
+    try:
+        # mmap: the optimizer states in the file are never read into memory.
+        checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    except Exception as err:  # a truncated or foreign file: torch's errors vary by cause
+        raise UsageError(f"--ckpt_path={str(path)!r} is not a readable checkpoint ({type(err).__name__})") from err
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "hyper_parameters" not in checkpoint:
+        raise UsageError(f"--ckpt_path={str(path)!r} is not a CaOPD checkpoint (no state_dict or hyper_parameters)")
+    return checkpoint
+
+
+def _hyper_parameters(
+    checkpoint: dict[str, Any], ckpt_path: Path, config: str | None, base: str | None
+) -> dict[str, Any]:
+    """The module's constructor arguments: the checkpoint's, then the config's ``model:`` keys, then ``--base``."""
+    hparams = {key: _as_dict(value) for key, value in checkpoint["hyper_parameters"].items()}
+    if config is not None:
+        # The optimizer and scheduler are not hyper-parameters of a checkpoint (nor needed to export one).
+        overrides = {k: v for k, v in _model_section(config).items() if k not in ("optimizer", "scheduler")}
+        for key, value in overrides.items():
+            hparams[key] = {**hparams.get(key, {}), **value} if isinstance(value, dict) else value
+    if base is not None:
+        hparams["model"] = {**hparams.get("model", {}), "name_or_path": base}
+    name = hparams.get("model", {}).get("name_or_path", "tiny")
+    if _looks_local(name) and not Path(name).exists():
+        flag = "--base" if base is not None else "model.model.name_or_path (saved in the checkpoint)"
+        raise UsageError(
+            f"{flag}={name!r} does not exist; pass --base with the base model {ckpt_path.name} was trained from"
+        )
+    return hparams
+
+
+def _as_dict(value: Any) -> Any:
+    # A checkpoint written through the Python API holds the dataclasses themselves; the CLI's holds dicts.
+    if hasattr(value, "__dataclass_fields__"):
+        return {name: _as_dict(getattr(value, name)) for name in value.__dataclass_fields__}
+    return value
+
+
+def _model_section(config: str) -> dict[str, Any]:
+    path = Path(config)
+    if not path.is_file():
+        raise UsageError(f"--config={config!r} does not exist; give the run's config.yaml")
+    section = (yaml.safe_load(path.read_text()) or {}).get("model", {})
+    if not isinstance(section, dict):
+        raise UsageError(f"--config={config!r}: its model: section must be a mapping of the module's arguments")
+    return section
+
+
+def _looks_local(name: str) -> bool:
+    # Hub ids are "org/name"; anything absolute, relative-dotted or with more than one slash is a path.
+    return name != "tiny" and (Path(name).is_absolute() or name.startswith(".") or name.count("/") != 1)
+
+
+def _rebuild_module(hparams: dict[str, Any], ckpt_path: Path):
+    from caopd_pl.module import CaOPDModule
+
+    hparams = dict(hparams)
+    instantiator = hparams.pop("_instantiator", None)
+    try:
+        if instantiator is None:
+            return CaOPDModule(**hparams)
+        module_name, _, function = instantiator.rpartition(".")
+        return getattr(importlib.import_module(module_name), function)(CaOPDModule, hparams)
+    except OSError as err:  # transformers: a hub name that is not there (or no network)
+        name = hparams.get("model", {}).get("name_or_path")
+        raise UsageError(
+            f"model.model.name_or_path={name!r} cannot be loaded ({str(err).splitlines()[0]}); pass --base with the "
+            f"base model {ckpt_path.name} was trained from"
+        ) from err
+
+
+def _generation_config(model: Any, tokenizer: Any):
+    """The model's generation config, stopping on the ids rollouts stopped on."""
+    from caopd_pl.rollout.base import stop_token_ids
+
+    config = model.generation_config
+    config.eos_token_id = stop_token_ids(tokenizer, config)
+    config.pad_token_id = tokenizer.pad_token_id
+    return config

@@ -1,0 +1,250 @@
+"""Every row of docs/errors.md's bad-input table: the command prints exactly the documented line and exits with 2.
+
+Each case runs ``python -m caopd_pl`` in-process (``main``) from a folder holding ``config.yaml`` (the quickstart
+shrunk to seconds, :func:`test_cli.small_config`) and whatever data the case needs, so the documented commands
+use short relative paths. Each line must come within 30 s (no network wait) and contain no traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from test_cli import metrics_rows, small_config
+
+from caopd_pl.__main__ import main
+
+REPO = Path(__file__).resolve().parents[1]
+DOC = REPO / "docs" / "errors.md"
+JSONL_TASK = "caopd_pl.tasks.jsonl.JsonlTask"
+
+
+def edit_config(root: Path, **sections: dict) -> None:
+    """Merge ``sections`` (``data={...}``, ``model={...}``) into ``root/config.yaml``, one level deep."""
+    path = root / "config.yaml"
+    config = yaml.safe_load(path.read_text())
+    for name, values in sections.items():
+        config[name] |= values
+    path.write_text(yaml.safe_dump(config))
+
+
+def jsonl_task(root: Path, rows: list[dict], teacher: dict | None = None, warm_start: bool = True) -> None:
+    """Point the config at ``train.jsonl``/``val.jsonl`` holding ``rows`` (judged by ``exact``)."""
+    for split in ("train", "val"):
+        (root / f"{split}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    task = {"class_path": JSONL_TASK, "init_args": {"verifier": "exact", "train": "train.jsonl", "val": "val.jsonl"}}
+    data = {"task": task, "test_split": "val", "predict_split": "val"}
+    edit_config(root, data=data | ({"teacher": teacher} if teacher else {}))
+    if not warm_start:
+        edit_config(root, model={"warm_start": None})
+
+
+NO_DEMO = [{"prompt": f"{i}+{i}=?", "answer": str(2 * i)} for i in range(4)]
+FIT = ["fit", "--config", "config.yaml"]
+ROWS = {
+    "model_path": (
+        [*FIT, "--model.model.name_or_path", "./checkpoints/my-model"],
+        None,
+        "caopd_pl fit: error: model.model.name_or_path='./checkpoints/my-model': no such directory; give an existing "
+        "checkpoint directory or a hub name such as Qwen/Qwen3-0.6B",
+    ),
+    "model_offline": (
+        [*FIT, "--model.model.name_or_path", "Qwen/Qwen3-0.6Bb"],
+        None,
+        "caopd_pl fit: error: model.model.name_or_path='Qwen/Qwen3-0.6Bb' is not in the local Hugging Face cache and "
+        "HF_HUB_OFFLINE is set; download it first (hf download NAME) or give a local checkpoint directory",
+    ),
+    "model_unreachable": (
+        [*FIT, "--model.model.name_or_path", "Qwen/Qwen3-0.6Bb"],
+        None,
+        "caopd_pl fit: error: model.model.name_or_path='Qwen/Qwen3-0.6Bb' is not in the local Hugging Face cache and "
+        "http://127.0.0.1:9 cannot be reached; check the name and the network, or give a local checkpoint directory",
+    ),
+    "data_file": (
+        FIT,
+        lambda root: edit_config(
+            root, data={"task": {"class_path": JSONL_TASK, "init_args": {"train": "data/train.jsonl"}}}
+        ),
+        "caopd_pl fit: error: data.task.init_args.train='data/train.jsonl': no such file or folder; give an existing "
+        "JSONL/JSON/Parquet file or datasets folder",
+    ),
+    "data_folder": (
+        FIT,
+        lambda root: edit_config(
+            root, data={"task": {"class_path": JSONL_TASK, "init_args": {"train": "./science_rows"}}}
+        ),
+        "caopd_pl fit: error: data.task.init_args.train='./science_rows': no such file or folder; give an existing "
+        "JSONL/JSON/Parquet file or datasets folder",
+    ),
+    "option_typo": (
+        [*FIT, "--data.rollout.num_sampls", "4"],
+        None,
+        "caopd_pl fit: error: unrecognized arguments: --data.rollout.num_sampls 4; did you mean "
+        "--data.rollout.num_samples? (every option: python -m caopd_pl fit --help)",
+    ),
+    "option_prefix": (
+        [*FIT, "--data.rollout.num_sample", "4"],
+        None,
+        "caopd_pl fit: error: unrecognized arguments: --data.rollout.num_sample 4; did you mean "
+        "--data.rollout.num_samples? (every option: python -m caopd_pl fit --help)",
+    ),
+    "yaml_typo": (
+        [*FIT, "--config", "typo.yaml"],
+        lambda root: (root / "typo.yaml").write_text("data:\n  rollout:\n    num_sampls: 4\n"),
+        "caopd_pl fit: error: Subcommand 'fit' does not accept option 'data.rollout.num_sampls'; did you mean "
+        "--data.rollout.num_samples? (every option: python -m caopd_pl fit --help)",
+    ),
+    "bad_value": (
+        [*FIT, "--data.rollout.num_samples", "0"],
+        None,
+        "caopd_pl fit: error: data.rollout.num_samples must be >= 1, got 0",
+    ),
+    "bad_choice": (
+        [*FIT, "--model.loss.divergence", "kl"],
+        None,
+        "caopd_pl fit: error: model.loss.divergence: Expected a typing.Literal['reverse', 'forward', 'jsd']. Got "
+        "value: kl (every option: python -m caopd_pl fit --help)",
+    ),
+    "missing_demonstrations": (
+        FIT,
+        lambda root: jsonl_task(root, NO_DEMO),
+        "caopd_pl fit: error: data.teacher.template='demo' needs a demonstration in every train row, but 4 of 4 train "
+        "rows of JsonlTask have no demonstration (first: ['train:0']); add demonstrations to the rows (README, Tasks "
+        "from data), or set data.teacher.template: correct_solution and data.teacher.no_correct_rollout: skip",
+    ),
+    "warm_start_without_demonstrations": (
+        FIT,
+        lambda root: jsonl_task(root, NO_DEMO, {"template": "correct_solution", "no_correct_rollout": "skip"}),
+        "caopd_pl fit: error: model.warm_start trains on demonstrations, but 4 of 4 train rows of JsonlTask have no "
+        "demonstration (first: ['train:0']); set model.warm_start: null (a pretrained model needs none), or add "
+        "demonstrations to the rows (README, Tasks from data)",
+    ),
+    "report_input": (
+        ["report", "--input", "judged.jsonl", "--out", "reports/run1"],
+        None,
+        "caopd_pl report: error: --input='judged.jsonl': no such file; give a JSONL of judged completions (verify's "
+        "output)",
+    ),
+    "verify_input": (
+        ["verify", "--verifier", "math", "--input", "in.jsonl", "--output", "judged.jsonl"],
+        None,
+        "caopd_pl verify: error: --input='in.jsonl': no such file; give a JSONL with completion and reference per line",
+    ),
+    "continual_config": (
+        ["continual", "--config", "configs/continual/quik.yaml"],
+        None,
+        "caopd_pl continual: error: --config='configs/continual/quik.yaml': no such file; give a continual YAML such "
+        "as configs/continual/quick.yaml",
+    ),
+    "missing_checkpoint": (
+        [*FIT, "--ckpt_path", "runs/x/checkpoints/last.ckpt"],
+        None,
+        "caopd_pl fit: error: --ckpt_path='runs/x/checkpoints/last.ckpt': no such file; give a .ckpt file written by "
+        "fit, or 'last'",
+    ),
+}
+
+
+@pytest.fixture
+def run_dir(tmp_path, monkeypatch):
+    small_config(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CAOPD_PL_TRACEBACK", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    for variable in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(variable, raising=False)
+    return tmp_path
+
+
+@pytest.mark.parametrize("case", sorted(ROWS))
+def test_bad_input_prints_the_documented_line(case, run_dir, capsys, monkeypatch):
+    args, prepare, expected = ROWS[case]
+    if prepare is not None:
+        prepare(run_dir)
+    if case == "model_offline":
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    if case == "model_unreachable":
+        monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # the discard port: nothing listens
+    started = time.perf_counter()
+    status = main(args)
+    elapsed = time.perf_counter() - started
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2
+    assert err[-1:] == [expected] and not any("Traceback" in line for line in err)
+    assert elapsed < 30, f"{case} took {elapsed:.0f} s"  # no network wait; the limit is for a busy CI machine
+    assert f"`{expected}`" in DOC.read_text(), f"docs/errors.md does not show the line of {case}"
+
+
+def test_traceback_on_request(run_dir, monkeypatch):
+    monkeypatch.setenv("CAOPD_PL_TRACEBACK", "1")
+    with pytest.raises(ValueError, match="must be >= 1"):
+        main(["fit", "--config", "config.yaml", "--data.rollout.num_samples", "0"])
+
+
+def test_an_epoch_without_examples_is_skipped_not_a_crash(run_dir, capsys):
+    # The untrained tiny model never writes "7777777": with correct_solution + skip every prompt is skipped.
+    rows = [{"prompt": f"{i}+{7777777 - i}=?", "answer": "7777777"} for i in range(4)]
+    jsonl_task(run_dir, rows, {"template": "correct_solution", "no_correct_rollout": "skip"}, warm_start=False)
+    assert main(["fit", "--config", "config.yaml"]) == 0
+    out = capsys.readouterr().out
+    for epoch in (0, 1):
+        assert f"epoch {epoch}: no distillation examples (4 prompts skipped); no training this epoch" in out
+    logged = [row for row in metrics_rows(run_dir) if row.get("rollout/examples")]
+    assert [float(row["rollout/examples"]) for row in logged] == [0.0, 0.0]  # both epochs ran their hooks
+
+
+def test_docs_table_has_a_row_per_case():
+    text = DOC.read_text()
+    assert text.count("\n| ") - 1 == len(ROWS), "one table row (plus the header) per case of ROWS"
+
+
+def test_cached_hub_name_needs_no_network(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    from caopd_pl.errors import UsageError
+    from caopd_pl.models.source import check_model_source
+
+    repo = tmp_path / "models--org--cached"
+    (repo / "snapshots" / "abc123").mkdir(parents=True)
+    (repo / "snapshots" / "abc123" / "config.json").write_text("{}")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc123")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    check_model_source("org/cached")  # in the cache: used as is, offline
+    check_model_source(str(tmp_path))  # an existing directory
+    with pytest.raises(UsageError, match="is a file; give the checkpoint's directory"):
+        check_model_source(str(repo / "refs" / "main"))
+    with pytest.raises(UsageError, match="is not in the local Hugging Face cache and HF_HUB_OFFLINE is set"):
+        check_model_source("org/uncached")
+
+
+def test_a_name_the_hub_does_not_know_fails_in_one_line(run_dir, capsys, monkeypatch):
+    import http.server
+    import threading
+
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # what the hub answers for an unknown repo id
+            self.send_response(404)
+            self.send_header("X-Error-Code", "RepoNotFound")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{server.server_port}"
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    try:
+        assert main(["fit", "--config", "config.yaml", "--model.model.name_or_path", "Qwen/Qwen3-0.6Bb"]) == 2
+    finally:
+        server.shutdown()
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"caopd_pl fit: error: model.model.name_or_path='Qwen/Qwen3-0.6Bb': no such model on {endpoint} (or a "
+        "private one: log in with hf auth login); check the name, or give a local checkpoint directory"
+    )

@@ -1,0 +1,101 @@
+"""Evaluation: decoding settings, and predict -> verify -> report through the real entry point."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from caopd_pl.__main__ import main
+from caopd_pl.cli import cli_main
+from caopd_pl.models.loading import ModelConfig
+from caopd_pl.models.tiny import TinyModelConfig
+from caopd_pl.module import CaOPDModule, _write_jsonl
+from caopd_pl.rollout.base import RolloutConfig
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = TinyModelConfig(hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=64)
+
+
+def evaluation_config(root: Path) -> Path:
+    """The quickstart config on a small tiny model, eight test prompts, writing under ``root``."""
+    config = yaml.safe_load((REPO / "configs/quickstart.yaml").read_text())
+    config["trainer"] |= {"default_root_dir": str(root), "enable_progress_bar": False}
+    config["trainer"].pop("logger", None)  # the CLI's default logger writes under default_root_dir
+    config["model"]["model"]["tiny"] = {
+        "hidden_size": 32,
+        "num_layers": 2,
+        "num_heads": 2,
+        "num_kv_heads": 1,
+        "intermediate_size": 64,
+    }
+    config["model"]["eval_max_new_tokens"] = 12
+    config["data"]["task"]["init_args"] |= {"num_train": 40, "num_val": 8, "num_test": 8}
+    path = root / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_evaluation_sampling_is_the_rollouts_with_evaluations_length_and_temperature():
+    module = CaOPDModule(ModelConfig(tiny=TINY), eval_max_new_tokens=512)
+    rollout = RolloutConfig(engine="vllm", num_samples=8, temperature=0.7, top_p=0.9, max_model_len=4096, seed=3)
+    settings = module.eval_sampling(rollout)
+    assert (settings.num_samples, settings.temperature, settings.top_p, settings.max_new_tokens) == (1, 0.0, 1.0, 512)
+    assert (settings.engine, settings.max_model_len, settings.seed) == ("vllm", 4096, 3)  # the same engine
+    assert CaOPDModule(ModelConfig(tiny=TINY), eval_temperature=0.6).eval_sampling(rollout).temperature == 0.6
+
+
+@pytest.mark.parametrize("key, value", [("eval_temperature", -0.1), ("eval_max_new_tokens", 0)])
+def test_bad_evaluation_setting_names_the_key(key, value):
+    with pytest.raises(ValueError, match=f"model.{key}"):
+        CaOPDModule(ModelConfig(tiny=TINY), **{key: value})
+
+
+def test_records_with_numpy_references_are_written_as_plain_json(tmp_path):
+    import numpy as np
+
+    path = tmp_path / "records.jsonl"
+    _write_jsonl(path, [{"id": "a", "reference": np.int64(3), "options": np.array(["A", "B"]), "tags": {"x"}}])
+    assert read_jsonl(path) == [{"id": "a", "reference": 3, "options": ["A", "B"], "tags": ["x"]}]
+    with pytest.raises(TypeError, match="object"):
+        _write_jsonl(path, [{"reference": object()}])
+
+
+@pytest.mark.slow
+def test_predict_then_verify_then_report(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    config = evaluation_config(run)
+    assert main(["predict", "--config", str(config)]) == 0
+    assert main(["test", "--config", str(config)]) == 0
+    (predictions,) = run.rglob("predictions.jsonl")
+    (tested,) = run.rglob("test_predictions.jsonl")
+    (test_metrics,) = run.rglob("metrics.json")
+    records = read_jsonl(predictions)
+    assert records == read_jsonl(tested)  # predict_split and test_split are both 'test', decoded alike
+
+    task = cli_main(["--config", str(config), "--trainer.logger", "false"], run=False).datamodule.task
+    references = {example.id: example.reference for example in task.split("test")}
+    assert len(records) == 8 and {r["id"]: r["reference"] for r in records} == references
+
+    for name in ("predictions", "test_predictions"):
+        judged = tmp_path / f"{name}.judged.jsonl"
+        source = predictions if name == "predictions" else tested
+        assert main(["verify", "--verifier", "exact", "--input", str(source), "--output", str(judged), "--quiet"]) == 0
+        rejudged = read_jsonl(judged)
+        assert [(r["id"], r["correct"], r["detail"]) for r in rejudged] == [
+            (r["id"], r["correct"], r["detail"]) for r in records
+        ]
+        assert main(["report", "--input", str(judged), "--out", str(tmp_path / name)]) == 0
+        metrics = json.loads((tmp_path / name / "metrics.json").read_text())
+        assert metrics.pop("malformed_lines") == 0
+        assert metrics == json.loads(test_metrics.read_text())  # report reproduces test's own metrics
+        assert metrics["n"] == 8
+        assert metrics["accuracy"] == sum(r["correct"] for r in records) / 8
+        assert metrics["format_adherence"] == sum(r["parsed"] for r in records) / 8

@@ -11,9 +11,10 @@ Reference format (HumanEval-compatible), a dict or its JSON string::
 - ``entry_point`` (optional) names the function under test.
 
 The code is the last fenced block tagged ``python``/``py``, else the last fenced block, else the whole completion
-without its confidence line. The program and the test run in separate processes inside the sandbox (see
-:mod:`caopd_pl.verifiers.code_harness`): functions are called across the boundary with plain-data arguments and
-results, so programs whose functions take callbacks or return custom objects fail by design.
+without its confidence line. A completion longer than ``max_chars`` fails without being parsed: the host's work on a
+completion is bounded before the sandbox's deadline starts. The program and the test run in separate processes inside
+the sandbox (see :mod:`caopd_pl.verifiers.code_harness`): functions are called across the boundary with plain-data
+arguments and results, so programs whose functions take callbacks or return custom objects fail by design.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ class CodeVerifier(Verifier):
         workers: int | None = None,
         limits: SandboxLimits | None = None,
         python: str | None = None,
+        max_chars: int = 1 << 20,
     ) -> None:
         """Check the sandbox once; the thread pool that drives sandboxes starts on the first batch.
 
@@ -80,21 +82,27 @@ class CodeVerifier(Verifier):
             workers: Programs run at once; default: the number of CPUs.
             limits: Per-program resource limits; default :class:`SandboxLimits`.
             python: Interpreter inside the sandbox (standard library only); see :class:`Sandbox`.
+            max_chars: Longest completion judged, in characters; a longer one fails unparsed.
 
         Raises:
-            ValueError: a non-positive ``timeout`` or ``workers``.
+            ValueError: a non-positive ``timeout``, ``workers`` or ``max_chars``.
             RuntimeError: bubblewrap is missing or unusable and ``sandbox`` is ``bwrap``.
         """
         if timeout <= 0:
             raise ValueError(f"code verifier: timeout must be > 0 seconds, got {timeout}")
         if workers is not None and workers < 1:
             raise ValueError(f"code verifier: workers must be >= 1, got {workers}")
+        if max_chars < 1:
+            raise ValueError(f"code verifier: max_chars must be >= 1, got {max_chars}")
+        self.max_chars = max_chars
         self.timeout = timeout
         self.workers = workers or os.cpu_count() or 1
         self.sandbox = Sandbox(mode=sandbox, python=python, limits=limits)
         self._pool: ThreadPoolExecutor | None = None
 
     def verify(self, completion: str, reference: Any) -> Verdict:
+        if len(completion) > self.max_chars:
+            return Verdict(False, f"failed: completion of {len(completion):,} characters is over max_chars")
         ref = parse_code_reference(reference)
         program = ref["prompt"] + extract_code(completion) + "\n"
         job = {"program": program, "test": ref["test"], "entry_point": ref["entry_point"]}
@@ -127,6 +135,6 @@ def _verdict(run: SandboxRun, timeout: float) -> Verdict:
     if run.verdict and run.verdict.startswith("FAIL"):
         return Verdict(False, "failed: " + run.verdict[5:][:500])
     tail = run.output.strip()[-300:]
-    if run.verdict is None and tail.startswith("bwrap:"):
+    if not run.started:  # known from bwrap's own report, not from output the candidate could have written
         return Verdict(False, f"error: the sandbox could not start: {tail}")
     return Verdict(False, f"failed: the test harness was killed (exit {run.returncode}){': ' + tail if tail else ''}")

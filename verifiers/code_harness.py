@@ -1,19 +1,25 @@
 """The program that runs *inside* the code sandbox: it keeps the test harness and the untrusted candidate apart.
 
-Standalone and stdlib-only: the sandbox runs it as ``python -I -S -c <this source> VERDICT_FD``. Two processes:
+Standalone and stdlib-only: the sandbox runs it as ``python -I -S -c <this source> VERDICT_FD``, as the PID namespace's
+init (PID 1: no signal from inside the sandbox can kill it, and when it exits the kernel kills every other process of
+the sandbox). Two processes:
 
-- the **judge** (this process) reads the job (program, test, entry point, limits) from stdin, sets hard resource
-  limits, makes itself non-dumpable (so a same-uid process can neither ptrace it nor open ``/proc/<judge>/mem`` or
-  ``/proc/<judge>/fd``), then forks
-- the **candidate**, which closes the verdict descriptor and every judge-side descriptor *before* it executes the
-  untrusted program, then serves calls: ``name(*args, **kwargs)`` requests arrive as JSON, results go back as JSON.
+- the **judge** (this process) reads the first frame of its stdin (the program and the resource limits), sets hard
+  resource limits, makes itself non-dumpable (so a same-uid process can neither ptrace it nor open ``/proc/1/mem`` or
+  ``/proc/1/fd``), then forks
+- the **candidate**, which points its stdin at ``/dev/null`` and closes the verdict descriptor and every judge-side
+  descriptor *before* it executes the untrusted program, then serves requests: ``name(*args, **kwargs)`` calls and
+  reads of plain-data globals arrive as JSON, results go back as JSON.
 
-The judge runs the reference test with each candidate function replaced by a proxy. Values crossing the boundary
-are decoded by the judge into plain built-in objects (``None``, ``bool``, ``int``, ``float``, ``complex``, ``str``,
-``bytes``, ``list``, ``tuple``, ``dict``, ``set``, ``frozenset``), so an object whose ``__eq__`` always returns True,
-a program that walks the stack to rewrite the result, ``sys.exit(0)`` before the tests, or a printed "passed" cannot
-make the judge write ``PASS``; only the judge holds the verdict descriptor, and the host reads nothing else.
-Candidates must therefore be functions taking and returning plain data (HumanEval / MBPP style).
+Only then does the judge read the second frame, the test and the entry point: the candidate's memory is a copy of the
+judge's from before, so no stack walk, ``gc`` scan or read of its own memory can find the test. The judge runs the
+test with each candidate function replaced by a proxy. Values crossing the boundary are decoded by the judge into
+plain built-in objects (``None``, ``bool``, ``int``, ``float``, ``complex``, ``str``, ``bytes``, ``list``, ``tuple``,
+``dict``, ``set``, ``frozenset``), so an object whose ``__eq__`` always returns True, ``sys.exit(0)`` before the
+tests, or a printed "passed" cannot make the judge write ``PASS``; an exception raised by the candidate reaches the test
+as its built-in type, except ``StopIteration`` (which would silently end the test's ``map`` or generator), raised as
+``RuntimeError``. Only the judge holds the verdict descriptor, and the host reads nothing else. Candidates must
+therefore be functions taking and returning plain data (HumanEval / MBPP style).
 """
 
 import ast
@@ -27,6 +33,9 @@ import sys
 import traceback
 
 MAX_MESSAGE = 64 << 20  # bytes of one protocol line
+HEADER_DIGITS = 16  # the first frame's length, in ASCII decimal
+SMALL_INT = 1 << 63  # larger ints cross as hexadecimal: JSON's decimal form is capped at 4,300 digits
+FLOW_CONTROL = (StopIteration, StopAsyncIteration)  # would end the test's loop instead of failing it
 
 
 # ---------------------------------------------------------------------------------------------- plain-data codec
@@ -41,7 +50,8 @@ def encode(obj, depth=0):
     if isinstance(obj, str):
         return str.__str__(obj)
     if isinstance(obj, int):
-        return int(obj)
+        value = int(obj)
+        return value if -SMALL_INT < value < SMALL_INT else {"i": format(value, "x")}
     if isinstance(obj, float):
         value = float(obj)
         return value if value == value and value not in (float("inf"), float("-inf")) else {"x": repr(value)}
@@ -78,6 +88,8 @@ def decode(value):
             return frozenset(decode(item) for item in body)
         if tag == "b":
             return base64.b64decode(body)
+        if tag == "i" and type(body) is str:
+            return int(body, 16)
         if tag == "c":
             return complex(float(decode(body[0])), float(decode(body[1])))
         if tag == "x" and body in ("nan", "inf", "-inf"):
@@ -100,26 +112,23 @@ def receive(stream):
 
 
 # ---------------------------------------------------------------------------------------------- candidate side
-def serve_candidate(program, names, requests, replies):
-    """Run the untrusted program, describe the requested names, then answer calls until the judge hangs up."""
+def serve_candidate(program, requests, replies):
+    """Run the untrusted program, list its global names, then answer the judge's requests until it hangs up."""
     scope = {"__name__": "__main__", "__builtins__": builtins}
     try:
         exec(compile(program, "<candidate>", "exec"), scope)
     except BaseException as err:  # noqa: BLE001 - SystemExit included: exiting early is a failure, not a pass
         send(replies, {"load_error": f"{type(err).__name__}: {err}"})
         return
-    found = {}
-    for name in names:
-        if name in scope:
-            try:
-                found[name] = {"callable": True} if callable(scope[name]) else {"value": encode(scope[name])}
-            except TypeError:
-                continue
-    send(replies, {"ready": found})
+    names = {name: callable(value) for name, value in scope.items() if type(name) is str and name[:2] != "__"}
+    send(replies, {"ready": names})
     while True:
         request = receive(requests)
         try:
-            result = scope[request["call"]](*decode(request["args"]), **decode(request["kwargs"]))
+            if "get" in request:
+                result = scope[request["get"]]
+            else:
+                result = scope[request["call"]](*decode(request["args"]), **decode(request["kwargs"]))
             reply = {"ok": encode(result)}
         except BaseException as err:  # noqa: BLE001 - the judge decides what a failure means
             reply = {"exc": type(err).__name__, "msg": str(err)[:2000]}
@@ -136,13 +145,17 @@ class Candidate:
 
     def __call__(self, *args, **kwargs):
         send(self.requests, {"call": self.name, "args": encode(list(args)), "kwargs": encode(kwargs)})
-        reply = receive(self.replies)
-        if "ok" in reply:
-            return decode(reply["ok"])
-        kind = getattr(builtins, str(reply.get("exc")), None)
-        if not (isinstance(kind, type) and issubclass(kind, Exception)):
-            kind = RuntimeError
-        raise kind(f"candidate raised {reply.get('exc')}: {reply.get('msg')}")
+        return answer(receive(self.replies))
+
+
+def answer(reply):
+    """The candidate's reply as a plain value, or its exception re-raised as a built-in type."""
+    if "ok" in reply:
+        return decode(reply["ok"])
+    kind = getattr(builtins, str(reply.get("exc")), None)
+    if not (isinstance(kind, type) and issubclass(kind, Exception)) or issubclass(kind, FLOW_CONTROL):
+        kind = RuntimeError
+    raise kind(f"candidate raised {reply.get('exc')}: {reply.get('msg')}")
 
 
 def test_names(test, entry_point):
@@ -159,8 +172,17 @@ def run_judge(job, requests, replies):
     if "load_error" in ready:
         return "program failed to load: " + str(ready["load_error"])
     scope = {"__name__": "__test__", "__builtins__": builtins}
-    for name, info in ready["ready"].items():
-        scope[name] = Candidate(name, requests, replies) if info.get("callable") else decode(info.get("value"))
+    wanted = test_names(job["test"], job.get("entry_point"))  # never a builtin: the test's own len() stays its own
+    for name, is_callable in ready["ready"].items():
+        if name not in wanted:
+            continue
+        if is_callable is True:
+            scope[name] = Candidate(name, requests, replies)
+            continue
+        send(requests, {"get": name})
+        reply = receive(replies)
+        if "ok" in reply:  # a value that cannot cross (a module) stays undefined, as if the program had none
+            scope[name] = decode(reply["ok"])
     exec(compile(job["test"], "<test>", "exec"), scope)
     entry_point = job.get("entry_point")
     if entry_point:
@@ -194,30 +216,64 @@ def close_except(keep):
                 pass
 
 
-def main():
-    verdict_fd = int(sys.argv[1])
-    job = json.loads(sys.stdin.buffer.read())
-    set_limits(job.get("limits", {}))
-    make_undumpable()
-    names = test_names(job["test"], job.get("entry_point"))
+def read_exact(fd, size):
+    """``size`` bytes of ``fd``, read without buffering: nothing past them enters this process."""
+    chunks = []
+    while size:
+        chunk = os.read(fd, min(size, 1 << 20))
+        if not chunk:
+            raise EOFError("the job ended early")
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+def read_rest(fd):
+    chunks = []
+    while chunk := os.read(fd, 1 << 20):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def start_candidate(verdict_fd, program):
+    """Fork the candidate before the test is read; return its pid and the judge's ends of the two pipes."""
     to_candidate_r, to_candidate_w = os.pipe()
     to_judge_r, to_judge_w = os.pipe()
     pid = os.fork()
     if pid == 0:
+        devnull = os.open("/dev/null", os.O_RDONLY)
+        os.dup2(devnull, 0)  # the test is still in the stdin pipe: the candidate must never read it
         os.close(verdict_fd)
         close_except({to_candidate_r, to_judge_w})
-        devnull = os.open("/dev/null", os.O_RDONLY)
-        os.dup2(devnull, 0)
         try:
-            serve_candidate(job["program"], names, os.fdopen(to_candidate_r, "rb"), os.fdopen(to_judge_w, "wb"))
+            serve_candidate(program, os.fdopen(to_candidate_r, "rb"), os.fdopen(to_judge_w, "wb"))
         finally:
             os._exit(0)
     os.close(to_candidate_r)
     os.close(to_judge_w)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # as PID 1, reap orphaned daemons so they hold no process slot
+    return pid, os.fdopen(to_candidate_w, "wb"), os.fdopen(to_judge_r, "rb")
+
+
+def describe(err):
+    """``Type: message``; the message alone may fail to print (an int over 4,300 digits), the type cannot."""
     try:
-        failure = run_judge(job, os.fdopen(to_candidate_w, "wb"), os.fdopen(to_judge_r, "rb"))
+        return f"{type(err).__name__}: {err}"
+    except Exception:  # noqa: BLE001
+        return f"{type(err).__name__} (its message could not be printed)"
+
+
+def main():
+    verdict_fd = int(sys.argv[1])
+    head = json.loads(read_exact(0, int(read_exact(0, HEADER_DIGITS))))
+    set_limits(head.get("limits", {}))
+    make_undumpable()
+    pid, requests, replies = start_candidate(verdict_fd, head.pop("program"))
+    try:
+        job = json.loads(read_rest(0))
+        failure = run_judge(job, requests, replies)
     except BaseException as err:  # noqa: BLE001 - any failure of the test is a failed verdict
-        failure = f"{type(err).__name__}: {err}"
+        failure = describe(err)
         traceback.print_exc(limit=5)
     try:
         os.kill(pid, signal.SIGKILL)
@@ -225,7 +281,7 @@ def main():
         pass
     os.write(verdict_fd, b"PASS\n" if failure is None else ("FAIL " + failure[:4000] + "\n").encode())
     os.close(verdict_fd)
-    os._exit(0)
+    os._exit(0)  # as PID 1, exiting takes every remaining process of the sandbox with it
 
 
 if __name__ == "__main__":

@@ -1,12 +1,17 @@
 """A bubblewrap sandbox for generated Python, with the verdict decided outside it.
 
 Each run starts ``bwrap`` with new user, PID, network, IPC, UTS and cgroup namespaces, a cleared environment, a
-read-only ``/usr`` (plus the interpreter's prefix), a private size-capped ``/tmp``, no ``/etc``, ``/home`` or
-repository, and ``--die-with-parent``. Inside, :mod:`caopd_pl.verifiers.code_harness` sets hard resource limits (CPU
-time, address space, file size, processes, open files) and runs the untrusted program in a separate process from the
-test. The host reads the verdict only from a pipe that the untrusted process never holds; stdout is captured for the
-verdict's detail and capped. On timeout or too much output the whole process group is killed with SIGKILL; the PID
-namespace then takes every descendant (daemons included) with it.
+read-only ``/usr`` (plus the interpreter's prefix) and ``/dev``, a private size-capped ``/tmp`` (the only writable
+mount), no ``/etc``, ``/home`` or repository, and a seccomp filter (:func:`seccomp_filter`). The harness
+(:mod:`caopd_pl.verifiers.code_harness`) runs as the namespace's PID 1 (``--as-pid-1``: there is no bwrap init a
+candidate could ptrace), sets hard resource limits (CPU time, address space, file size, processes, open files) and
+runs the untrusted program in a separate process from the test. The host reads the verdict only from a pipe that the
+untrusted process never holds; stdout is captured for the verdict's detail and capped.
+
+Every process a candidate starts is gone when :meth:`Sandbox.run` returns: bwrap reports PID 1's host pid on
+``--info-fd``; the host holds a pidfd to it and, after the verdict (or at the deadline), SIGKILLs it and waits for it
+to exit. A PID namespace's init cannot survive SIGKILL from the parent namespace, and the kernel kills and reaps every
+other process of the namespace before init finishes exiting, whatever the candidate did to its own processes.
 
 When the host runs as root, the sandbox is started as an unprivileged user (``nobody``): the kernel exempts uid 0 from
 ``RLIMIT_NPROC``, so a fork bomb would otherwise be unbounded. The interpreter must then be readable by that user; a
@@ -20,10 +25,13 @@ from __future__ import annotations
 
 import json
 import os
+import platform
+import select
 import selectors
 import shutil
 import signal
 import stat
+import struct
 import subprocess
 import sys
 import tempfile
@@ -85,10 +93,49 @@ class SandboxRun:
     """The program wrote more than the output limit and was killed."""
     returncode: int | None = None
     """Exit status of the sandbox's top process."""
+    started: bool = True
+    """bwrap created the sandbox (it reported PID 1); False means nothing of the candidate ever ran."""
 
     @property
     def passed(self) -> bool:
         return self.verdict == "PASS" and not self.timed_out and not self.output_exceeded
+
+
+# System calls denied inside the sandbox (EPERM), per architecture: (AUDIT_ARCH_*, {name: number}).
+# - ptrace, process_vm_readv/writev, pidfd_getfd: reading or steering another process (the judge is also
+#   non-dumpable; this holds even for processes that are not);
+# - shmget, shmat, msgget, mq_open, memfd_create, memfd_secret: memory that RLIMIT_AS does not count (SysV and POSIX
+#   IPC objects outlive their creator; a memfd's pages are not mapped until it is mmapped);
+# - io_uring_setup: io_uring's operations are not seen by seccomp.
+_DENIED = ("ptrace", "process_vm_readv", "process_vm_writev", "pidfd_getfd", "shmget", "shmat", "msgget", "mq_open")
+_DENIED += ("memfd_create", "memfd_secret", "io_uring_setup")
+_SYSCALLS = {
+    "x86_64": (0xC000003E, dict(zip(_DENIED, (101, 310, 311, 438, 29, 30, 68, 240, 319, 447, 425), strict=True))),
+    "aarch64": (0xC00000B7, dict(zip(_DENIED, (117, 270, 271, 438, 194, 196, 186, 180, 279, 447, 425), strict=True))),
+}
+_X32_BIT = 0x40000000  # x86_64's x32 ABI numbers: another way into the same calls
+_LD_ABS, _JEQ, _JGE, _RET = 0x20, 0x15, 0x35, 0x06  # BPF_LD|W|ABS, BPF_JMP|JEQ|K, BPF_JMP|JGE|K, BPF_RET|K
+_ALLOW, _EPERM, _KILL = 0x7FFF0000, 0x00050001, 0x80000000  # SECCOMP_RET_ALLOW, _ERRNO | EPERM, _KILL_PROCESS
+
+
+@lru_cache(maxsize=1)
+def seccomp_filter() -> bytes:
+    """The sandbox's seccomp program (classic BPF, as ``bwrap --seccomp`` reads it); a call from another ABI kills.
+
+    Raises:
+        RuntimeError: this machine's architecture has no syscall table here.
+    """
+    machine = platform.machine()
+    if machine not in _SYSCALLS:
+        raise RuntimeError(f"the code sandbox's seccomp filter knows x86_64 and aarch64, not {machine}")
+    arch, numbers = _SYSCALLS[machine]
+    checks = [(_JGE, _X32_BIT)] if machine == "x86_64" else []
+    checks += [(_JEQ, number) for number in numbers.values()]
+    deny = 5 + len(checks)  # index of the EPERM return: 4 header instructions, the checks, then ALLOW
+    program = [(_LD_ABS, 0, 0, 4), (_JEQ, 1, 0, arch), (_RET, 0, 0, _KILL), (_LD_ABS, 0, 0, 0)]
+    program += [(op, deny - (4 + i) - 1, 0, k) for i, (op, k) in enumerate(checks)]
+    program += [(_RET, 0, 0, _ALLOW), (_RET, 0, 0, _EPERM)]
+    return b"".join(struct.pack("<HBBI", *instruction) for instruction in program)
 
 
 class Sandbox:
@@ -112,7 +159,8 @@ class Sandbox:
             bwrap: The bubblewrap executable.
 
         Raises:
-            RuntimeError: ``mode="bwrap"`` and bubblewrap is missing or cannot create namespaces here.
+            RuntimeError: ``mode="bwrap"`` and bubblewrap is missing or cannot create namespaces here, or the
+                machine is neither x86_64 nor aarch64 (no seccomp syscall table).
             ValueError: an unknown ``mode``.
         """
         if mode not in ("bwrap", "unsafe"):
@@ -137,10 +185,13 @@ class Sandbox:
                 "choose sandbox: unsafe explicitly to run generated code without isolation"
             )
         self.bwrap = found
-        _probe(tuple(self._command(verdict_fd=None, probe=True)), self.drop_to)
+        seccomp_filter()  # an architecture without a syscall table fails here, not on the first program
+        _probe(tuple(self._command(None, probe=True)), self.drop_to)
 
     def run(self, job: dict[str, Any], timeout: float) -> SandboxRun:
         """Run the harness on ``job`` (``program``, ``test``, ``entry_point``); never raises for what the code does.
+
+        Every process of the sandbox has exited when this returns.
 
         Args:
             job: What the judge needs; the resource limits are added here.
@@ -149,45 +200,152 @@ class Sandbox:
         Returns:
             The judge's verdict line and the captured output.
         """
-        payload = json.dumps({**job, "limits": self.limits.rlimits(with_nproc=self.mode == "bwrap")}).encode()
-        verdict_r, verdict_w = os.pipe()
-        with tempfile.TemporaryDirectory(prefix="caopd-sbx-") as workdir:
+        payload = _frames(job, self.limits.rlimits(with_nproc=self.mode == "bwrap"))
+        deadline = time.monotonic() + timeout
+        with tempfile.TemporaryDirectory(prefix="caopd-sbx-") as workdir, _Pipes(self.mode == "bwrap") as pipes:
+            proc = self._spawn(pipes, workdir)
+            pipes.close_child_ends()
+            init = _Init()
             try:
-                proc = self._spawn(verdict_w, workdir)
-            except BaseException:
-                os.close(verdict_r)
-                raise
+                if pipes.info_r is not None and not init.attach(proc, pipes.info_r, deadline):
+                    return _not_started(proc, self.limits.output_bytes)
+                return _collect(proc, payload, pipes.verdict_r, deadline, self.limits.output_bytes)
             finally:
-                os.close(verdict_w)
-            try:
-                return _collect(proc, payload, verdict_r, timeout, self.limits.output_bytes)
-            finally:
-                os.close(verdict_r)
+                init.kill()
                 _kill_group(proc)
 
-    def _spawn(self, verdict_w: int, workdir: str) -> subprocess.Popen:
+    def _spawn(self, pipes: _Pipes, workdir: str) -> subprocess.Popen:
         kwargs: dict[str, Any] = {}
         if self.drop_to is not None:
             kwargs = {"user": self.drop_to, "group": self.drop_to, "extra_groups": []}
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
         return subprocess.Popen(
-            self._command(verdict_w),
+            self._command(pipes),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            pass_fds=(verdict_w,),
+            pass_fds=pipes.child_ends(),
             start_new_session=True,
             cwd=workdir if self.mode == "unsafe" else "/",
             env={**env, "HOME": workdir} if self.mode == "unsafe" else env,
             **kwargs,
         )
 
-    def _command(self, verdict_fd: int | None, probe: bool = False) -> list[str]:
+    def _command(self, pipes: _Pipes | None, probe: bool = False) -> list[str]:
         inner = [self.python, "-I", "-S", "-c", "pass" if probe else HARNESS]
-        inner += [] if probe else [str(verdict_fd)]
+        inner += [] if pipes is None else [str(pipes.verdict_w)]
         if self.mode == "unsafe":
             return inner
-        return [self.bwrap, *_bwrap_args(self.python, self.limits.tmp_mb), *inner]
+        fds = [] if pipes is None else ["--info-fd", str(pipes.info_w), "--seccomp", str(pipes.seccomp_r)]
+        return [self.bwrap, *_bwrap_args(self.python, self.limits.tmp_mb), *fds, *inner]
+
+
+def _frames(job: dict[str, Any], limits: dict[str, int]) -> bytes:
+    """The harness's stdin: a length-prefixed first frame (program, limits), then the test; see code_harness."""
+    head = json.dumps({"program": job["program"], "limits": limits}).encode()
+    tail = json.dumps({key: value for key, value in job.items() if key != "program"}).encode()
+    return f"{len(head):016d}".encode() + head + tail
+
+
+class _Pipes:
+    """The descriptors of one run: verdict (judge -> host), info (bwrap -> host), seccomp program (host -> bwrap)."""
+
+    def __init__(self, namespaced: bool) -> None:
+        self.verdict_r, self.verdict_w = os.pipe()
+        self.info_r = self.info_w = self.seccomp_r = None
+        if namespaced:
+            self.info_r, self.info_w = os.pipe()
+            self.seccomp_r, seccomp_w = os.pipe()
+            os.write(seccomp_w, seccomp_filter())  # a few hundred bytes: fits in the pipe's buffer
+            os.close(seccomp_w)
+
+    def child_ends(self) -> tuple[int, ...]:
+        return tuple(fd for fd in (self.verdict_w, self.info_w, self.seccomp_r) if fd is not None)
+
+    def close_child_ends(self) -> None:
+        for fd in self.child_ends():
+            os.close(fd)
+        self.verdict_w = self.info_w = self.seccomp_r = None
+
+    def __enter__(self) -> _Pipes:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close_child_ends()
+        for fd in (self.verdict_r, self.info_r):
+            if fd is not None:
+                os.close(fd)
+
+
+class _Init:
+    """The sandbox's PID 1 as a pidfd: killing it ends the whole PID namespace, and a pidfd never names a reused pid."""
+
+    def __init__(self) -> None:
+        self.pidfd: int | None = None
+
+    def attach(self, proc: subprocess.Popen, info_r: int, deadline: float) -> bool:
+        """Learn PID 1 from bwrap's ``--info-fd``; False when bwrap never created it (or it is gone already)."""
+        pid = _read_child_pid(info_r, deadline)
+        if pid is None:
+            return False
+        try:
+            pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            return False  # PID 1 exited before the job was even sent: its interpreter failed to start
+        if _parent_of(pid) != proc.pid:  # no longer bwrap's child: the pid was reused
+            os.close(pidfd)
+            return False
+        self.pidfd = pidfd
+        return True
+
+    def kill(self) -> None:
+        """SIGKILL PID 1 and wait until it (hence every process of its namespace) has exited."""
+        if self.pidfd is None:
+            return
+        try:
+            signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        select.select([self.pidfd], [], [], 30)  # readable once PID 1 exited; it exits after its namespace emptied
+        os.close(self.pidfd)
+        self.pidfd = None
+
+
+def _read_child_pid(info_r: int, deadline: float) -> int | None:
+    """PID 1's host pid from bwrap's ``--info-fd`` JSON; None when bwrap ended (or the deadline came) first."""
+    data = bytearray()
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([info_r], [], [], max(deadline - time.monotonic(), 0))
+        chunk = os.read(info_r, 4096) if ready else b""
+        data.extend(chunk)
+        try:
+            return int(json.loads(data)["child-pid"])
+        except (ValueError, KeyError, TypeError):
+            if not chunk:
+                return None
+    return None
+
+
+def _parent_of(pid: int) -> int | None:
+    try:
+        stat_line = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat_line.rsplit(")", 1)[1].split()[1])  # the name in parentheses may hold spaces
+
+
+def _not_started(proc: subprocess.Popen, cap: int) -> SandboxRun:
+    """bwrap ended (or hung) before creating the sandbox: no candidate code ran; bwrap's message is the output."""
+    returncode = _kill_group(proc, close=False)
+    output = bytearray()
+    while len(output) <= cap and select.select([proc.stdout], [], [], 1)[0]:
+        chunk = os.read(proc.stdout.fileno(), 65536)
+        if not chunk:
+            break
+        output.extend(chunk)
+    proc.stdout.close()
+    text = bytes(output[:cap]).decode("utf-8", "replace")
+    return SandboxRun(verdict=None, output=text, returncode=returncode, started=False)
 
 
 def _bwrap_args(python: str, tmp_mb: int) -> list[str]:
@@ -208,7 +366,8 @@ def _bwrap_args(python: str, tmp_mb: int) -> list[str]:
     if prefix != "/usr" and not prefix.startswith("/usr/"):
         args += ["--ro-bind", prefix, prefix]
     args += ["--proc", "/proc", "--dev", "/dev", "--size", str(tmp_mb * _MB), "--tmpfs", "/tmp", "--chdir", "/tmp"]
-    args += ["--remount-ro", "/"]  # the sandbox root is a tmpfs: only /tmp stays writable
+    # The root and /dev are tmpfs sized at half the host's RAM: read-only, so the sized /tmp is the only place to write.
+    args += ["--remount-ro", "/", "--remount-ro", "/dev", "--as-pid-1"]
     return args
 
 
@@ -248,8 +407,7 @@ def _probe(command: tuple[str, ...], drop_to: int | None) -> None:
         )
 
 
-def _collect(proc: subprocess.Popen, payload: bytes, verdict_r: int, timeout: float, cap: int) -> SandboxRun:
-    deadline = time.monotonic() + timeout
+def _collect(proc: subprocess.Popen, payload: bytes, verdict_r: int, deadline: float, cap: int) -> SandboxRun:
     try:
         proc.stdin.write(payload)
         proc.stdin.close()
@@ -286,8 +444,8 @@ def _collect(proc: subprocess.Popen, payload: bytes, verdict_r: int, timeout: fl
     )
 
 
-def _kill_group(proc: subprocess.Popen) -> int | None:
-    """SIGKILL the sandbox's process group (bwrap's die-with-parent and the PID namespace take the rest)."""
+def _kill_group(proc: subprocess.Popen, close: bool = True) -> int | None:
+    """SIGKILL the process group of bwrap's outer process (the namespace's processes are ``_Init.kill``'s)."""
     if proc.poll() is None:
         try:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -298,5 +456,5 @@ def _kill_group(proc: subprocess.Popen) -> int | None:
     except subprocess.TimeoutExpired:
         return None
     finally:
-        if proc.stdout:
+        if proc.stdout and close:
             proc.stdout.close()

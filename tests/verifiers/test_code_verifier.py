@@ -101,6 +101,25 @@ def test_expected_exceptions_propagate_as_builtin_types(verifier):
 
 
 @needs_bwrap
+def test_ints_of_any_size_cross_the_boundary(verifier):
+    # JSON writes ints in decimal, which Python caps at 4,300 digits: a correct answer must not fail for its size.
+    program = "```python\ndef power(base, exp):\n    return base ** exp\n```"
+    test = "def check(candidate):\n    assert candidate(10, 5000) == 10 ** 5000\n"
+    test += "    assert candidate(-7, 9001) == -(7 ** 9001)\n"
+    test += "    assert candidate(2, 62) == 2 ** 62\n    assert candidate(2, 64) == 2 ** 64\n"
+    assert verifier.verify(program, {"test": test, "entry_point": "power"}).correct
+    test_with_big_argument = "def check(candidate):\n    assert candidate(10 ** 5000, 2) == 10 ** 10000\n"
+    assert verifier.verify(program, {"test": test_with_big_argument, "entry_point": "power"}).correct
+
+
+@needs_bwrap
+def test_program_globals_the_test_names_cross_unless_they_cannot(verifier):
+    program = "```python\nimport math\nLIMIT = 10\ndef root(x):\n    return math.isqrt(min(x, LIMIT ** 2))\n```"
+    test = "import math\ndef check(candidate):\n    assert LIMIT == 10 and candidate(50) == math.isqrt(50) == 7\n"
+    assert verifier.verify(program, {"test": test, "entry_point": "root"}).correct  # `math` stays the test's own
+
+
+@needs_bwrap
 def test_missing_entry_point_and_bad_reference(verifier):
     verdicts = verifier.verify_batch(
         ["def other():\n    return 1\n", "x = 1"], [HUMANEVAL | {"prompt": ""}, {"no": "test"}]
@@ -114,3 +133,5 @@ def test_constructor_validates():
         CodeVerifier(timeout=0)
     with pytest.raises(ValueError, match="sandbox mode"):
         CodeVerifier(sandbox="docker")
+    with pytest.raises(ValueError, match="max_chars"):
+        CodeVerifier(max_chars=0)

@@ -8,6 +8,9 @@ command line strict and quiet:
   logger when the config names none) writes to ``ROOT/logs/version_N``, a ``ModelCheckpoint`` without ``dirpath``
   to ``ROOT/checkpoints``; ``validate``, ``test`` and ``predict`` write to ``ROOT/<stage>/<checkpoint name>/`` (a
   rerun on the same checkpoint replaces its results);
+- a killed ``fit`` resumes bit-identically (:mod:`caopd_pl.resume`): checkpoints are written atomically, each
+  epoch's global random state is seeded by (seed, epoch), and ``--ckpt_path last`` with no last checkpoint to find
+  is an error rather than a fresh run;
 - options are never abbreviated (``--data.rollout.num_sample`` is an error, not ``num_samples``);
 - a bad option or value raises :class:`caopd_pl.errors.UsageError`, one line (``python -m caopd_pl`` prints it and
   exits with status 2);
@@ -18,6 +21,7 @@ command line strict and quiet:
 from __future__ import annotations
 
 import difflib
+import importlib
 import logging
 import re
 import sys
@@ -26,13 +30,16 @@ from pathlib import Path
 from typing import Any
 
 from jsonargparse import ArgumentError, Namespace, set_parsing_settings
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from caopd_pl.callbacks import RunSummary, hide_version_number
 from caopd_pl.datamodule import RolloutDataModule
 from caopd_pl.errors import UsageError, one_line
 from caopd_pl.module import CaOPDModule
+from caopd_pl.resume import AtomicCheckpointIO, EpochSeed, check_last_checkpoint
 
 PROG = "python -m caopd_pl"
 TRAINER_DEFAULTS = {
@@ -57,6 +64,14 @@ class CaOPDCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.set_defaults({f"trainer.{key}": value for key, value in TRAINER_DEFAULTS.items()})
+        parser.add_argument(
+            "--num_threads",
+            type=int | None,
+            default=None,
+            help="CPU threads of torch's intra-op pool (torch.set_num_threads); null keeps torch's default "
+            "(OMP_NUM_THREADS, else one per core). Small models on a shared CPU run fastest with 1: every small op "
+            "waits at a barrier for a descheduled thread (README, 'Set-up').",
+        )
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         try:
@@ -81,12 +96,17 @@ class CaOPDCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
+        _set_threads(config.get("num_threads"))
         root = Path(config.trainer.default_root_dir or ".")
         config.trainer.logger = _logger_under(config.trainer.logger, root, self.subcommand, config.get("ckpt_path"))
+        checkpoint_dirs = []
         for callback in config.trainer.callbacks or []:
-            if _class_path(callback) == CHECKPOINT_CALLBACK and callback.init_args.get("dirpath") is None:
-                callback.init_args.dirpath = str(root / "checkpoints")
+            if _is_model_checkpoint(callback):
+                if callback.init_args.get("dirpath") is None:
+                    callback.init_args.dirpath = str(root / "checkpoints")
+                checkpoint_dirs.append(callback.init_args.dirpath)
         _check_ckpt_path(config.get("ckpt_path"))
+        check_last_checkpoint(config.get("ckpt_path"), checkpoint_dirs)
 
     def instantiate_classes(self) -> None:
         try:
@@ -101,6 +121,7 @@ class CaOPDCLI(LightningCLI):
         trainer = super().instantiate_trainer(**kwargs)
         hide_version_number(trainer)
         trainer.callbacks.append(RunSummary())
+        _make_resumable(trainer, (self.config[self.subcommand] if self.subcommand else self.config).seed_everything)
         return trainer
 
 
@@ -134,6 +155,18 @@ def _class_path(value: Any) -> str | None:
     return value.get("class_path") if isinstance(value, (Namespace, dict)) else None
 
 
+def _is_model_checkpoint(callback: Any) -> bool:
+    """Whether a callback config is a ``ModelCheckpoint`` or a subclass of it (imported to tell)."""
+    class_path = _class_path(callback)
+    if class_path in (None, CHECKPOINT_CALLBACK):
+        return class_path is not None
+    module, _, name = class_path.rpartition(".")
+    try:
+        return issubclass(getattr(importlib.import_module(module), name), ModelCheckpoint)
+    except (ImportError, AttributeError, TypeError, ValueError):  # instantiation reports a bad class path
+        return False
+
+
 def _logger_under(logger: Any, root: Path, stage: str | None, ckpt_path: str | None) -> Any:
     """The logger config with its folder under ``root`` when the config leaves it to the CLI.
 
@@ -151,6 +184,24 @@ def _logger_under(logger: Any, root: Path, stage: str | None, ckpt_path: str | N
         checkpoint = Path(ckpt_path).stem if ckpt_path and ckpt_path not in ("last", "best") else ckpt_path
         init_args.name, init_args.version = stage, checkpoint or "initial"
     return logger
+
+
+def _set_threads(count: int | None) -> None:
+    if count is None:
+        return
+    if count < 1:
+        raise UsageError(f"--num_threads={count}: must be >= 1, or null for torch's default")
+    import torch
+
+    torch.set_num_threads(count)
+
+
+def _make_resumable(trainer: Trainer, seed: Any) -> None:
+    """Atomic checkpoint writes, and (with an integer ``seed_everything``) epochs seeded by (seed, epoch)."""
+    if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # a plugin the config chose is kept
+        trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+    if isinstance(seed, int) and not isinstance(seed, bool):
+        trainer.callbacks.append(EpochSeed(seed))
 
 
 def _check_ckpt_path(ckpt_path: str | None) -> None:

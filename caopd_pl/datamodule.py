@@ -24,7 +24,7 @@ from typing import Literal
 import lightning as L
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import DataLoader, IterableDataset, Sampler
 from tqdm.auto import tqdm
 
 from caopd_pl.calibration import EstimatorConfig, estimate_success_rate
@@ -116,17 +116,20 @@ class RolloutDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         trainer, module = self.trainer, self.trainer.lightning_module
         epoch = trainer.current_epoch
+        if _closes_a_finished_epoch(trainer):
+            return DataLoader(_NoExamples(), batch_size=None)
         prompts = self.epoch_prompts(epoch, trainer.global_rank, trainer.world_size)
         self.last_epoch = self.build_epoch(module.student, module.tokenizer, prompts, epoch, trainer.global_rank)
         examples = _trim_to_common_length(self.last_epoch.examples)
         if not examples:
             return self._empty_epoch(epoch, len(prompts))
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         return DataLoader(
             examples,
             batch_size=self.batch_size,
-            shuffle=True,
-            generator=generator,
+            sampler=EpochPermutation(len(examples), self.seed * 1_000_003 + epoch, skip=1 if epoch == 0 else 2),
+            # The loader draws a base seed (for workers) at every iter(): from its own generator, not the global one,
+            # so that the number of iter() calls cannot change the global random state.
+            generator=torch.Generator().manual_seed(self.seed),
             collate_fn=partial(collate_distill, pad_id=module.tokenizer.pad_token_id),
         )
 
@@ -306,6 +309,35 @@ class RolloutDataModule(L.LightningDataModule):
         self.task.verifier.close()
 
 
+class EpochPermutation(Sampler[int]):
+    """The indices ``0..size-1`` in an order that is a pure function of ``seed``: the same at every ``iter()``.
+
+    Lightning calls ``iter()`` on an epoch's loader a varying number of times (to check that it is iterable, and
+    more often in the first epoch after a resume); a sampler drawing from one shared generator would serve each
+    call a different order, so a resumed run would not replay the epoch it lost.
+
+    Args:
+        size: the number of examples.
+        seed: seed of the permutation (the datamodule passes one derived from ``data.seed`` and the epoch).
+        skip: numbers drawn from the seeded generator before the permutation. The datamodule skips what the
+            shuffling loader it replaces drew in an uninterrupted run (one number per ``iter()``: Lightning 2.6
+            iterated it once before epoch 0's batches, twice before later epochs'), so that every run measured
+            before serves the same batches now.
+    """
+
+    def __init__(self, size: int, seed: int, skip: int = 0) -> None:
+        self.size, self.seed, self.skip = size, seed, skip
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed)
+        for _ in range(self.skip):
+            torch.empty((), dtype=torch.int64).random_(generator=generator)
+        return iter(torch.randperm(self.size, generator=generator).tolist())
+
+
 class _NoExamples(IterableDataset):
     """The training data of an epoch without distillation examples: nothing, of unknown length."""
 
@@ -399,3 +431,15 @@ def _trim_to_common_length(examples: list[DistillExample]) -> list[DistillExampl
     count = torch.tensor(len(examples), dtype=torch.long, device=device)
     dist.all_reduce(count, op=dist.ReduceOp.MIN)
     return examples[: int(count)]
+
+
+def _closes_a_finished_epoch(trainer: L.Trainer) -> bool:
+    """Whether Lightning asks for the loader of an epoch that a resumed checkpoint already finished.
+
+    A checkpoint written at the end of an epoch (``ModelCheckpoint`` saves after validation) records the epoch as
+    processed but not completed; on resume Lightning re-enters that epoch only to close it, trains no batch of it,
+    and still asks for its loader. Its rollouts would cost a whole epoch of sampling for nothing, so it gets an empty
+    loader.
+    """
+    progress = trainer.fit_loop.epoch_progress.total
+    return progress.processed > progress.completed

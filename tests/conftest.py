@@ -24,3 +24,12 @@ def tiny_model(tokenizer):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    # Configs set torch's thread pool (quickstart: num_threads 1) for the whole process; a test's CLI run must not
+    # change the thread count the next test runs with.
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)

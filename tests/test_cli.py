@@ -197,3 +197,15 @@ def test_progress_bar_shows_no_version_number(tmp_path):
     cli = cli_main(["--config", str(small_config(tmp_path)), "--trainer.enable_progress_bar", "true"], run=False)
     bar = cli.trainer.progress_bar_callback
     assert bar is not None and "v_num" not in bar.get_metrics(cli.trainer, cli.model)
+
+
+def test_num_threads_sets_torchs_pool_and_rejects_zero(tmp_path):
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        cli_main(["--config", str(small_config(tmp_path)), "--num_threads", "1"], run=False)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(UsageError, match="--num_threads=0"):
+        cli_main(["--config", str(small_config(tmp_path)), "--num_threads", "0"], run=False)

@@ -139,6 +139,18 @@ ROWS = {
         "caopd_pl continual: error: --config='configs/continual/quik.yaml': no such file; give a continual YAML such "
         "as configs/continual/quick.yaml",
     ),
+    "no_last_checkpoint": (
+        [*FIT, "--trainer.default_root_dir", "runs/x", "--ckpt_path", "last"],
+        None,
+        "caopd_pl fit: error: --ckpt_path=last: no last checkpoint in runs/x/checkpoints; check "
+        "trainer.default_root_dir, or leave out --ckpt_path to start a fresh run",
+    ),
+    "verify_output_is_input": (
+        ["verify", "--verifier", "exact", "--input", "in.jsonl", "--output", "./in.jsonl"],
+        lambda root: (root / "in.jsonl").write_text('{"completion": "1", "reference": 1}\n'),
+        "caopd_pl verify: error: --output='in.jsonl' is the input file (--input='in.jsonl'); writing it would erase "
+        "the input: give another path",
+    ),
     "missing_checkpoint": (
         [*FIT, "--ckpt_path", "runs/x/checkpoints/last.ckpt"],
         None,

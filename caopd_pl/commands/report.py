@@ -2,9 +2,10 @@
 
 Input: JSONL lines holding ``completion`` (its ``Confidence:`` is parsed with :func:`caopd_pl.confidence.
 parse_confidence`; none counts as 0 and lowers format adherence) and ``correct`` (bool), e.g. the output of
-``verify``. Writes ``DIR/metrics.json`` and ``DIR/reliability.png`` and prints a table. Malformed lines are reported
-with their line numbers and skipped; exit status 1 if there were any, 2 if no line was usable or the input is
-missing. torch and the plotting code load only after the arguments parse, so ``--help`` is instant.
+``verify``. Writes ``DIR/metrics.json`` and ``DIR/reliability.png`` and prints a table. Malformed lines (not UTF-8,
+bad JSON, no ``completion`` or ``correct``) are reported with their line numbers and skipped; exit status 1 if there
+were any, 2 if no line was usable, or the input or ``--out`` is not usable (one line). torch and the plotting code
+load only after the arguments parse, so ``--help`` is instant.
 """
 
 from __future__ import annotations
@@ -27,16 +28,19 @@ def read_judged(path: Path) -> tuple[list[tuple[float, bool, bool]], int]:
     Raises:
         UsageError: ``path`` is not a file.
     """
+    from caopd_pl.commands.verify import decode_line
     from caopd_pl.confidence import parse_confidence
 
     if not path.is_file():
-        raise UsageError(f"--input={str(path)!r}: no such file; give a JSONL of judged completions (verify's output)")
+        what = "a folder" if path.is_dir() else "no such file"
+        raise UsageError(f"--input={str(path)!r}: {what}; give a JSONL of judged completions (verify's output)")
     rows, malformed = [], 0
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
+    with path.open("rb") as handle:  # binary: one bad byte costs its line, not the file
+        for number, raw in enumerate(handle, start=1):
             try:
+                line = decode_line(raw, number)
+                if not line.strip():
+                    continue
                 record = json.loads(line)
                 if not (isinstance(record, dict) and isinstance(record.get("completion"), str)):
                     raise ValueError("expected an object with a string 'completion'")
@@ -44,7 +48,8 @@ def read_judged(path: Path) -> tuple[list[tuple[float, bool, bool]], int]:
                     raise ValueError("'correct' must be true or false")
             except ValueError as err:
                 malformed += 1
-                print(f"caopd_pl report: skipped line {number}: {err}", file=sys.stderr)
+                reason = str(err).removeprefix(f"line {number}: ")
+                print(f"caopd_pl report: skipped line {number}: {reason}", file=sys.stderr)
                 continue
             parsed = parse_confidence(record["completion"])
             rows.append((parsed.value, record["correct"], parsed.parsed))
@@ -83,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="folder for metrics.json and reliability.png")
     parser.add_argument("--title", default="", help="title of the reliability diagram")
     args = parser.parse_args(argv)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out={args.out!r}: a file; give a folder for metrics.json and reliability.png")
     rows, malformed = read_judged(Path(args.input))
     if not rows:
         print(f"caopd_pl report: no usable line in {args.input}", file=sys.stderr)
@@ -90,8 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     from caopd_pl.metrics import without_nan
 
     metrics, confidence, correct = summarise(rows)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # a file on the way, no permission
+        raise UsageError(f"--out={args.out!r}: cannot create the folder ({err.strerror}); give another path") from err
     written = {**without_nan(metrics), "malformed_lines": malformed}  # undefined SPR/AUROC as null, valid JSON
     (out / "metrics.json").write_text(json.dumps(written, indent=2) + "\n")
     from caopd_pl.plots import reliability_diagram

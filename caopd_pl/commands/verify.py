@@ -1,20 +1,25 @@
 """``python -m caopd_pl verify``: judge a JSONL file of completions with a verifier.
 
 Each input line is ``{"completion": str, "reference": ...}`` plus any other fields, which are kept. Each output line
-is the input object with ``correct`` (bool) and ``detail`` (str) added, in input order. A malformed line (bad JSON, not
-an object, no string ``completion``, no ``reference``) is reported on stderr with its line number and left out of the
-output; the rest is judged. Exit status: 0, or 1 when some line was malformed.
+is the input object with ``correct`` (bool) and ``detail`` (str) added, in input order. A malformed line (not UTF-8,
+bad JSON, not an object, no string ``completion``, no ``reference``) is reported on stderr with its line number and
+left out of the output; the rest is judged. Exit status: 0, or 1 when some line was malformed.
+
+Nothing is lost: the paths are checked before anything is read or written (an ``--output`` that is the input, a
+folder, or in a missing folder stops with one line), and judged lines are written batch by batch, so a run that stops
+early keeps every line judged so far.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 from tqdm import tqdm
 
@@ -53,12 +58,29 @@ def parse_line(line: str, number: int) -> dict[str, Any]:
     return record
 
 
-def records(handle: TextIO, tally: Tally) -> Iterator[dict[str, Any]]:
-    """Well-formed records of ``handle``; malformed lines are reported on stderr and counted."""
-    for number, line in enumerate(handle, start=1):
-        if not line.strip():
-            continue
+def decode_line(raw: bytes, number: int) -> str:
+    """One line of a JSONL file read as bytes, decoded as UTF-8 (a byte-order mark on line 1 is dropped).
+
+    Raises:
+        ValueError: the line is not UTF-8 (message names the line number, the byte and its column).
+    """
+    try:
+        return raw.decode("utf-8-sig" if number == 1 else "utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"line {number}: not UTF-8 (byte 0x{raw[err.start]:02x} at column {err.start + 1})") from err
+
+
+def records(handle: BinaryIO, tally: Tally) -> Iterator[dict[str, Any]]:
+    """Well-formed records of ``handle``; malformed lines are reported on stderr and counted.
+
+    ``handle`` is opened in binary and each line decoded on its own, so a byte that is not UTF-8 costs its line, not
+    the rest of the file.
+    """
+    for number, raw in enumerate(handle, start=1):
         try:
+            line = decode_line(raw, number)
+            if not line.strip():
+                continue
             yield parse_line(line, number)
         except ValueError as err:
             tally.malformed += 1
@@ -84,6 +106,7 @@ def judge(verifier: Verifier, batch: list[dict[str, Any]], out: TextIO, tally: T
         tally.judged += 1
         tally.correct += verdict.correct
         tally.failed += verdict.failed
+    out.flush()  # a run that stops later keeps this batch
 
 
 def build_verifier(name: str, init_args: str | None) -> Verifier:
@@ -105,16 +128,49 @@ def build_verifier(name: str, init_args: str | None) -> Verifier:
         raise UsageError(f"--verifier={name!r}: {err}") from err
 
 
+def check_paths(source: Path, target: Path) -> None:
+    """Stop, before anything is read or written, on paths that cannot work or would destroy data.
+
+    Raises:
+        UsageError: ``source`` is not a file; ``target`` is ``source`` itself (by any name: opening it for writing
+            would empty the input before a line is read), a folder, or in a folder that does not exist.
+    """
+    if not source.is_file():
+        what = "a folder" if source.is_dir() else "no such file"
+        raise UsageError(f"--input={str(source)!r}: {what}; give a JSONL with completion and reference per line")
+    if target.exists() and os.path.samefile(source, target):
+        raise UsageError(
+            f"--output={str(target)!r} is the input file (--input={str(source)!r}); writing it would erase the "
+            "input: give another path"
+        )
+    if target.is_dir():
+        raise UsageError(f"--output={str(target)!r}: a folder; give a file path, e.g. {str(target / 'judged.jsonl')!r}")
+    if not target.parent.is_dir():
+        raise UsageError(f"--output={str(target)!r}: folder {str(target.parent)!r} does not exist; create it first")
+
+
+def open_output(target: Path) -> TextIO:
+    """``target`` opened for writing.
+
+    Raises:
+        UsageError: it cannot be written (permissions, a read-only filesystem); the message names the reason.
+    """
+    try:
+        return target.open("w", encoding="utf-8")
+    except OSError as err:
+        raise UsageError(f"--output={str(target)!r}: cannot write it ({err.strerror}); give another path") from err
+
+
 def run(args: argparse.Namespace) -> Tally:
-    if not Path(args.input).is_file():
-        raise UsageError(f"--input={args.input!r}: no such file; give a JSONL with completion and reference per line")
+    source, target = Path(args.input), Path(args.output)
+    check_paths(source, target)
     tally = Tally()
     verifier = build_verifier(args.verifier, args.init_args)
     try:
-        with Path(args.input).open(encoding="utf-8") as source, Path(args.output).open("w", encoding="utf-8") as out:
+        with source.open("rb") as source_file, open_output(target) as out:
             name = verifier.name or type(verifier).__name__
             progress = tqdm(desc=f"verify ({name})", unit="line", disable=args.quiet)
-            for batch in batches(records(source, tally), args.batch_size):
+            for batch in batches(records(source_file, tally), args.batch_size):
                 judge(verifier, batch, out, tally)
                 progress.update(len(batch))
                 progress.set_postfix(correct=tally.correct, malformed=tally.malformed)

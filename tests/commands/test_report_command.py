@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from caopd_pl.__main__ import main
 from caopd_pl.commands import report
 from caopd_pl.metrics import calibration_summary
 
@@ -40,3 +41,40 @@ def test_report_without_usable_lines(tmp_path):
     source = tmp_path / "empty.jsonl"
     source.write_text("\n")
     assert report.main(["--input", str(source), "--out", str(tmp_path / "rep")]) == 2
+
+
+def judged(text: str, correct: bool) -> bytes:
+    return json.dumps({"completion": f"{text}\nConfidence: 0.5", "correct": correct}).encode() + b"\n"
+
+
+def test_report_measures_every_decodable_line_around_bad_bytes(tmp_path, capsys):
+    source = tmp_path / "judged.jsonl"
+    source.write_bytes(judged("A", True) + b'{"completion": "\xff", "correct": true}\n' + judged("B", False))
+    assert report.main(["--input", str(source), "--out", str(tmp_path / "rep")]) == 1
+    assert "skipped line 2: not UTF-8 (byte 0xff at column 17)" in capsys.readouterr().err
+    metrics = json.loads((tmp_path / "rep" / "metrics.json").read_text())
+    assert metrics["n"] == 2 and metrics["accuracy"] == 0.5 and metrics["malformed_lines"] == 1
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("input_folder", "--input={tmp!r}: a folder; give a JSONL of judged completions (verify's output)"),
+        ("out_file", "--out='{tmp}/judged.jsonl': a file; give a folder for metrics.json and reliability.png"),
+        (
+            "out_under_file",
+            "--out='{tmp}/judged.jsonl/rep': cannot create the folder (Not a directory); give another path",
+        ),
+    ],
+)
+def test_report_bad_paths_stop_in_one_line(tmp_path, capsys, case, message):
+    source = tmp_path / "judged.jsonl"
+    source.write_bytes(judged("A", True))
+    args = {
+        "input_folder": ["--input", str(tmp_path), "--out", str(tmp_path / "rep")],
+        "out_file": ["--input", str(source), "--out", str(source)],
+        "out_under_file": ["--input", str(source), "--out", str(source / "rep")],
+    }[case]
+    assert main(["report", *args]) == 2
+    assert capsys.readouterr().err == f"caopd_pl report: error: {message.format(tmp=str(tmp_path))}\n"
+    assert source.read_bytes() == judged("A", True)

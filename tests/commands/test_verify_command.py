@@ -3,8 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
+import pytest
+
+from caopd_pl.__main__ import main
 from caopd_pl.commands import verify
+from caopd_pl.verifiers import Verdict, Verifier
 
 
 def test_verify_keeps_fields_and_survives_malformed_lines(tmp_path, capsys):
@@ -38,3 +48,119 @@ def test_verify_with_class_path_and_init_args(tmp_path):
     argv = ["--verifier", "caopd_pl.verifiers.chemistry.ChemistryVerifier", "--init-args", '{"stereo": false}']
     assert verify.main([*argv, "--input", str(source), "--output", str(target), "--quiet"]) == 0
     assert json.loads(target.read_text())["correct"] is True
+
+
+def judged_ids(path) -> list:
+    return [json.loads(line)["id"] for line in path.read_text().splitlines()]
+
+
+def row(id_: int, answer: str = "A") -> bytes:
+    return json.dumps({"completion": f"<answer>{answer}</answer>", "reference": "A", "id": id_}).encode() + b"\n"
+
+
+@pytest.mark.parametrize("spelling", ["same", "dotted", "symlink", "hardlink"])
+def test_verify_refuses_an_output_that_is_the_input(tmp_path, capsys, spelling):
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(row(1) + row(2))
+    target = {"same": source, "dotted": tmp_path / "." / "in.jsonl"}.get(spelling, tmp_path / "out.jsonl")
+    if spelling == "symlink":
+        target.symlink_to(source)
+    if spelling == "hardlink":
+        target.hardlink_to(source)
+    argv = ["verify", "--verifier", "chemistry", "--input", str(source), "--output", str(target), "--quiet"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (
+        f"caopd_pl verify: error: --output={str(target)!r} is the input file (--input={str(source)!r}); writing it "
+        "would erase the input: give another path\n"
+    )
+    assert source.read_bytes() == row(1) + row(2)  # untouched
+
+
+def test_verify_judges_every_decodable_line_around_bad_bytes(tmp_path, capsys):
+    source, target = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    bad = b'{"completion": "<answer>A</answer> \xff\xfe", "reference": "A", "id": 2}\n'
+    source.write_bytes(row(1) + bad + row(3, "B") + b"\xc3\n" + row(5))
+    argv = ["--verifier", "chemistry", "--input", str(source), "--output", str(target), "--quiet", "--batch-size", "1"]
+    assert verify.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "skipped line 2: not UTF-8 (byte 0xff at column 36)" in err
+    assert "skipped line 4: not UTF-8 (byte 0xc3 at column 1)" in err
+    assert "judged 3 lines: 2 correct" in err and "2 malformed lines skipped" in err
+    assert judged_ids(target) == [1, 3, 5]
+
+
+def test_verify_reads_a_file_that_starts_with_a_byte_order_mark(tmp_path):
+    source, target = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    source.write_bytes(b"\xef\xbb\xbf" + row(1))
+    assert verify.main(["--verifier", "chemistry", "--input", str(source), "--output", str(target), "--quiet"]) == 0
+    assert judged_ids(target) == [1]
+
+
+BAD_PATHS = {
+    "output is a folder": (
+        lambda tmp: ["--input", str(tmp / "in.jsonl"), "--output", str(tmp)],
+        "--output={tmp!r}: a folder; give a file path, e.g. '{tmp}/judged.jsonl'",
+    ),
+    "output folder missing": (
+        lambda tmp: ["--input", str(tmp / "in.jsonl"), "--output", str(tmp / "no/out.jsonl")],
+        "--output='{tmp}/no/out.jsonl': folder '{tmp}/no' does not exist; create it first",
+    ),
+    "input missing": (
+        lambda tmp: ["--input", str(tmp / "none.jsonl"), "--output", str(tmp / "out.jsonl")],
+        "--input='{tmp}/none.jsonl': no such file; give a JSONL with completion and reference per line",
+    ),
+    "input is a folder": (
+        lambda tmp: ["--input", str(tmp), "--output", str(tmp / "out.jsonl")],
+        "--input={tmp!r}: a folder; give a JSONL with completion and reference per line",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BAD_PATHS)
+def test_verify_bad_paths_stop_in_one_line(tmp_path, capsys, case):
+    (tmp_path / "in.jsonl").write_bytes(row(1))
+    argv, message = BAD_PATHS[case]
+    assert main(["verify", "--verifier", "chemistry", *argv(tmp_path), "--quiet"]) == 2
+    assert capsys.readouterr().err == f"caopd_pl verify: error: {message.format(tmp=str(tmp_path))}\n"
+    assert (tmp_path / "in.jsonl").read_bytes() == row(1)
+
+
+def test_verify_unknown_verifier_stops_in_one_line_and_writes_nothing(tmp_path, capsys):
+    (tmp_path / "in.jsonl").write_bytes(row(1))
+    argv = ["--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "out.jsonl")]
+    assert main(["verify", "--verifier", "chemistsry", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("caopd_pl verify: error: --verifier='chemistsry': unknown verifier") and err.count("\n") == 1
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+class HangsOnStop(Verifier):
+    """Correct when the completion is "ok"; on a completion "stop" it writes the file it names and hangs."""
+
+    def verify(self, completion: str, reference: str) -> Verdict:
+        if completion.startswith("stop "):
+            Path(completion.removeprefix("stop ")).write_text("hanging")
+            time.sleep(600)  # killed long before
+        return Verdict(completion == "ok", "")
+
+
+def test_a_killed_verify_keeps_the_lines_it_judged(tmp_path):
+    source, target, marker = tmp_path / "in.jsonl", tmp_path / "out.jsonl", tmp_path / "hanging"
+    rows = [{"completion": "ok", "reference": "", "id": i} for i in range(3)]
+    rows.append({"completion": f"stop {marker}", "reference": "", "id": 3})
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")])),
+    }
+    command = [sys.executable, "-m", "caopd_pl", "verify", "--verifier", "test_verify_command.HangsOnStop"]
+    command += ["--input", str(source), "--output", str(target), "--batch-size", "3", "--quiet"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while not marker.exists():
+        assert process.poll() is None, process.stdout.read()
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    os.kill(process.pid, signal.SIGKILL)  # while judging the second batch
+    process.communicate(timeout=60)
+    assert judged_ids(target) == [0, 1, 2]  # the first batch, on disk

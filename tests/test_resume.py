@@ -1,0 +1,263 @@
+"""A killed ``fit`` resumes bit-identically: checkpoints every epoch, written atomically; epochs replay exactly."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from lightning.pytorch import Callback
+from test_cli import small_config
+
+from caopd_pl.__main__ import main
+from caopd_pl.cli import cli_main
+from caopd_pl.datamodule import EpochPermutation, RolloutDataModule
+from caopd_pl.resume import AtomicCheckpointIO, epoch_seed
+
+REPO = Path(__file__).resolve().parents[1]
+PROBE = "test_resume.Probe"
+
+
+class Probe(Callback):
+    """Records the global random state at every training batch; optionally stops for good in the middle of an epoch.
+
+    Args:
+        log: JSONL file of ``{epoch, batch, step, rng}`` rows (``rng``: a hash of torch's global generator state).
+        pause_epoch: the epoch in which to stop after batch ``pause_batch``: it writes ``marker`` and sleeps until
+            killed. None never stops.
+        pause_batch: see ``pause_epoch``.
+        marker: the file written when the run stops.
+    """
+
+    def __init__(self, log: str, pause_epoch: int | None = None, pause_batch: int = 0, marker: str = "") -> None:
+        self.rows, self.pause_epoch, self.pause_batch, self.marker = Path(log), pause_epoch, pause_batch, Path(marker)
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx: int) -> None:
+        state = hashlib.sha256(torch.get_rng_state().numpy().tobytes()).hexdigest()[:16]
+        row = {"epoch": trainer.current_epoch, "batch": batch_idx, "step": trainer.global_step, "rng": state}
+        with self.rows.open("a") as handle:
+            handle.write(json.dumps(row) + "\n")
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx: int) -> None:
+        if trainer.current_epoch == self.pause_epoch and batch_idx == self.pause_batch:
+            self.marker.write_text(json.dumps({"epoch": trainer.current_epoch, "step": trainer.global_step}))
+            time.sleep(600)  # killed long before
+
+
+def resume_config(root: Path, **probe: object) -> Path:
+    """The test suite's small quickstart (3 epochs of 2 optimizer steps) with a :class:`Probe`."""
+    root.mkdir(parents=True, exist_ok=True)
+    path = small_config(root, max_epochs=3)
+    config = yaml.safe_load(path.read_text())
+    init_args = {"log": str(root / "rng.jsonl"), **probe}
+    config["trainer"]["callbacks"].append({"class_path": PROBE, "init_args": init_args})
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def fit(config: Path, *extra: str, wait: bool = True) -> subprocess.Popen:
+    """``python -m caopd_pl fit --config config`` in a fresh process, one thread, this test module importable."""
+    path = os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
+    command = [sys.executable, "-m", "caopd_pl", "fit", "--config", str(config), *extra]
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if wait:
+        output, _ = process.communicate(timeout=600)
+        assert process.returncode == 0, output[-3000:]
+    return process
+
+
+def wait_for(path: Path, process: subprocess.Popen, timeout: float = 600.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if process.poll() is not None:
+            raise AssertionError(
+                f"fit ended ({process.returncode}) before {path.name}: {process.stdout.read()[-3000:]}"
+            )
+        assert time.monotonic() < deadline, f"no {path.name} after {timeout} s"
+        time.sleep(0.2)
+
+
+def tensors(checkpoint: dict) -> dict[str, torch.Tensor]:
+    """Every tensor of a checkpoint that training changes: weights (student, teacher) and optimizer states."""
+    found = {f"state_dict/{key}": value for key, value in checkpoint["state_dict"].items()}
+    for index, optimizer in enumerate(checkpoint["optimizer_states"]):
+        for param, state in optimizer["state"].items():
+            found |= {
+                f"optimizer{index}/{param}/{key}": value for key, value in state.items() if torch.is_tensor(value)
+            }
+    return found
+
+
+def rng_by_batch(path: Path) -> dict[tuple[int, int], str]:
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    return {(row["epoch"], row["batch"]): row["rng"] for row in rows}
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run_bit_for_bit(tmp_path):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    fit(resume_config(straight))
+
+    marker = killed / "paused.json"
+    process = fit(resume_config(killed, pause_epoch=1, pause_batch=0, marker=str(marker)), wait=False)
+    wait_for(marker, process)
+    os.kill(process.pid, signal.SIGKILL)  # a real kill, in the middle of epoch 1 (after its first optimizer step)
+    process.communicate(timeout=60)
+    assert process.returncode == -signal.SIGKILL
+    paused = json.loads(marker.read_text())
+    saved = torch.load(killed / "checkpoints/last.ckpt", weights_only=False)
+    assert saved["epoch"] == 0 and saved["global_step"] < paused["step"]  # epoch 1's progress was lost
+
+    fit(resume_config(killed), "--ckpt_path", "last")
+
+    expected = tensors(torch.load(straight / "checkpoints/last.ckpt", weights_only=False))
+    resumed_checkpoint = torch.load(killed / "checkpoints/last.ckpt", weights_only=False)
+    resumed = tensors(resumed_checkpoint)
+    assert resumed_checkpoint["epoch"] == 2 and resumed.keys() == expected.keys()
+    assert any(key.startswith("state_dict/teacher.") for key in expected)
+    different = [key for key in expected if not torch.equal(expected[key], resumed[key])]
+    assert not different, f"{len(different)} of {len(expected)} tensors differ, e.g. {different[:3]}"
+    # What dropout would draw: the global generator at every batch of the replayed epochs is the same.
+    straight_rng, killed_rng = rng_by_batch(straight / "rng.jsonl"), rng_by_batch(killed / "rng.jsonl")
+    assert {key: killed_rng[key] for key in straight_rng if key[0] >= 1} == {
+        key: value for key, value in straight_rng.items() if key[0] >= 1
+    }
+
+
+def test_epoch_permutation_is_the_same_at_every_iter_and_differs_between_epochs():
+    sampler = EpochPermutation(50, seed=7)
+    first = list(sampler)
+    assert list(sampler) == first and sorted(first) == list(range(50))
+    assert list(EpochPermutation(50, seed=8)) != first
+
+
+@pytest.mark.slow
+def test_train_dataloader_order_does_not_depend_on_how_often_lightning_iterates_it(tmp_path):
+    cli = cli_main(["--config", str(small_config(tmp_path)), "--trainer.logger", "false"], run=False)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)  # attaches the trainer; 2 short epochs
+    loader = cli.datamodule.train_dataloader()
+    state = torch.get_rng_state()
+    orders = [[batch["student_ids"].tolist() for batch in loader] for _ in range(3)]
+    assert orders[0] == orders[1] == orders[2]
+    assert torch.equal(torch.get_rng_state(), state)  # iter() drew nothing from the global generator
+
+
+@pytest.mark.slow
+def test_ckpt_path_last_without_a_checkpoint_fails_in_one_line(tmp_path, capsys):
+    config = small_config(tmp_path)
+    assert main(["fit", "--config", str(config), "--ckpt_path", "last"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error == (
+        f"caopd_pl fit: error: --ckpt_path=last: no last checkpoint in {tmp_path / 'checkpoints'}; check "
+        "trainer.default_root_dir, or leave out --ckpt_path to start a fresh run"
+    )
+    assert not (tmp_path / "logs").exists()  # nothing trained
+
+
+def test_ckpt_path_last_names_the_other_checkpoints_it_finds(tmp_path, capsys):
+    config = small_config(tmp_path)
+    (tmp_path / "checkpoints").mkdir()
+    torch.save({}, tmp_path / "checkpoints/epoch=3-step=8.ckpt")
+    assert main(["fit", "--config", str(config), "--ckpt_path", "last"]) == 2
+    assert f"(other checkpoints there: {tmp_path / 'checkpoints/epoch=3-step=8.ckpt'}; give one" in (
+        capsys.readouterr().err
+    )
+
+
+def test_every_shipped_fit_config_writes_last_ckpt_every_epoch():
+    for path in sorted((REPO / "configs").rglob("*.yaml")):
+        config = yaml.safe_load(path.read_text())
+        if "trainer" not in config:  # continual runner configs: the runner saves each stage itself
+            continue
+        (checkpoint,) = [c for c in config["trainer"]["callbacks"] if c["class_path"].endswith("ModelCheckpoint")]
+        init_args = checkpoint["init_args"]
+        assert init_args.get("save_last") in (True, "link") and init_args.get("save_top_k", 1) != 0, path
+        assert init_args.get("every_n_epochs", 1) == 1 and not init_args.get("every_n_train_steps"), path
+
+
+@pytest.mark.slow
+def test_cli_trainer_writes_checkpoints_through_a_temporary_file_beside_the_target(tmp_path, monkeypatch):
+    cli = cli_main(["--config", str(small_config(tmp_path)), "--trainer.logger", "false"], run=False)
+    temporaries = []
+    mkstemp = tempfile.mkstemp
+
+    def recorded(*args, **kwargs):
+        handle, name = mkstemp(*args, **kwargs)
+        temporaries.append(Path(name))
+        return handle, name
+
+    # Lightning's writer makes its temporary file in the system's temporary folder: on another filesystem than the
+    # checkpoints, its final move is a copy, which a full disk or a kill leaves torn.
+    monkeypatch.setattr(tempfile, "mkstemp", recorded)
+    target = tmp_path / "checkpoints/last.ckpt"
+    cli.trainer.strategy.checkpoint_io.save_checkpoint({"weights": torch.arange(4)}, target)
+    assert temporaries and all(path.parent == target.parent for path in temporaries)
+    assert torch.equal(torch.load(target)["weights"], torch.arange(4))
+    assert [path.name for path in target.parent.iterdir()] == ["last.ckpt"]
+
+
+def test_a_write_that_runs_out_of_disk_leaves_the_previous_checkpoint_whole(tmp_path, monkeypatch):
+    target = tmp_path / "checkpoints/last.ckpt"
+    AtomicCheckpointIO().save_checkpoint({"epoch": 1}, target)
+
+    def disk_full(obj, file, *args, **kwargs):
+        file.write(b"half a checkpoint")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        AtomicCheckpointIO().save_checkpoint({"epoch": 2}, target)
+    monkeypatch.undo()
+    assert torch.load(target) == {"epoch": 1}
+    assert [path.name for path in target.parent.iterdir()] == ["last.ckpt"]  # no temporary file left behind
+
+
+def test_epoch_seed_differs_by_epoch_and_fits_numpy():
+    seeds = {epoch_seed(seed, epoch) for seed in (0, 1, 2**40) for epoch in range(100)}
+    assert len(seeds) == 300 and all(0 <= seed < 2**32 for seed in seeds)
+
+
+@pytest.mark.slow
+def test_resume_samples_no_rollouts_for_the_epoch_its_checkpoint_finished(tmp_path, monkeypatch):
+    assert main(["fit", "--config", str(small_config(tmp_path, max_epochs=1))]) == 0
+    sampled = []
+    build_epoch = RolloutDataModule.build_epoch
+
+    def counted(self, student, tokenizer, prompts, epoch, rank=0):
+        sampled.append(epoch)
+        return build_epoch(self, student, tokenizer, prompts, epoch, rank)
+
+    monkeypatch.setattr(RolloutDataModule, "build_epoch", counted)
+    assert main(["fit", "--config", str(small_config(tmp_path, max_epochs=3)), "--ckpt_path", "last"]) == 0
+    assert sampled == [1, 2]  # not epoch 0 again, which Lightning re-enters only to close it
+
+
+def test_ckpt_path_last_without_a_checkpoint_callback_fails_in_one_line(tmp_path, capsys):
+    config = small_config(tmp_path)
+    assert main(["fit", "--config", str(config), "--trainer.callbacks", "[]", "--ckpt_path", "last"]) == 2
+    assert capsys.readouterr().err == (
+        "caopd_pl fit: error: --ckpt_path=last: the config has no ModelCheckpoint callback to find a last checkpoint "
+        "with; add one with save_last: true (as configs/quickstart.yaml does), or give --ckpt_path FILE.ckpt\n"
+    )
+
+
+def test_ckpt_path_last_that_links_to_a_removed_checkpoint_fails_in_one_line(tmp_path, capsys):
+    # save_last: link, killed after the epoch checkpoint it pointed to was replaced and before it was relinked.
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints/last.ckpt").symlink_to("epoch=1-step=4.ckpt")
+    torch.save({}, tmp_path / "checkpoints/epoch=2-step=6.ckpt")
+    assert main(["fit", "--config", str(small_config(tmp_path)), "--ckpt_path", "last"]) == 2
+    assert f"other checkpoints there: {tmp_path / 'checkpoints/epoch=2-step=6.ckpt'}; give one" in (
+        capsys.readouterr().err
+    )

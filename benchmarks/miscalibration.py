@@ -25,94 +25,68 @@ import json
 import math
 import statistics
 from pathlib import Path
+from typing import Any
 
-import torch
-
-from caopd_pl.cli import cli_main
+from caopd_pl import pipeline
+from caopd_pl.files import atomic_save_dir, atomic_write_text, read_jsonl, write_jsonl
 from caopd_pl.metrics import answer_tensors, calibration_summary
 from caopd_pl.plots import confidence_vs_accuracy, reliability_grid
-from caopd_pl.warmstart import supervised_finetune, warm_start_pairs
 
 METHODS = {"sdft": "none", "caopd": "empirical"}
 SPLITS = ("test", "ood")
 KEYS = ("accuracy", "mean_confidence", "ece", "brier", "spr", "ocg", "auroc")
+CSV_LOGGER = "lightning.pytorch.loggers.CSVLogger"
 
 
-def build(config: str, root: Path, *overrides: str):
-    """A configured (module, datamodule, trainer) from the config, writing under ``root``."""
-    args = [
-        "--config",
-        config,
-        "--trainer.default_root_dir",
-        str(root),
-        "--trainer.logger.init_args.save_dir",
-        str(root),
-        "--trainer.enable_checkpointing",
-        "false",
-        "--trainer.callbacks",
-        "[]",
-        *overrides,
-    ]
-    return cli_main(args, run=False)
+def build(config: str, root: Path, overrides: list[dict[str, Any]], args: list[str]) -> pipeline.Experiment:
+    """A configured (module, datamodule, trainer) from the config, writing under ``root``.
+
+    The benchmark saves the models it needs itself: no Lightning checkpoints, none of the config's callbacks, and a
+    CSV logger under ``root`` whatever logger the config names.
+    """
+    logger = {"class_path": CSV_LOGGER, "init_args": {"save_dir": str(root)}}
+    own = {"trainer": {"enable_checkpointing": False, "callbacks": [], "logger": logger}}
+    return pipeline.build(config, root, [own, *overrides], args)
 
 
-def warm_start(config: str, root: Path, seed: int, extra: list[str]) -> Path:
+def warm_start(config: str, root: Path, seed: int) -> Path:
     """Warm-start the tiny model of ``seed`` and save it as a Hugging Face checkpoint (skipped when it exists)."""
     out = root / "base"
     if (out / "config.json").exists():
         return out
-    cli = build(config, root / "warm", f"--model.model.tiny.seed={seed}", f"--model.warm_start.seed={seed}", *extra)
-    module, task = cli.model, cli.datamodule.task
-    settings = module.warm_start
-    pools = warm_start_pairs(module.tokenizer, task.split("train"), settings, settings.steps * settings.batch_size)
-    torch.manual_seed(seed)
-    losses = supervised_finetune(module.student, pools, module.tokenizer.pad_token_id, settings)
-    module.student.save_pretrained(out)
-    (out / "warm_start_losses.json").write_text(json.dumps(losses))
+    seeds = {"model": {"model": {"tiny": {"seed": seed}}, "warm_start": {"seed": seed}}}
+    experiment = build(config, root / "warm", [seeds], [])
+    losses = pipeline.warm_start(experiment, seed=seed)
     print(f"warm start seed {seed}: loss {statistics.fmean(losses[:50]):.3f} -> {statistics.fmean(losses[-50:]):.3f}")
-    module.tokenizer.save_pretrained(out)
+
+    def save(folder: Path) -> None:
+        pipeline.save_student(experiment, folder)
+        atomic_write_text(folder / "warm_start_losses.json", json.dumps(losses))
+
+    atomic_save_dir(out, save)
     return out
 
 
-def train(config: str, root: Path, base: Path, method: str, seed: int, extra: list[str]) -> Path:
+def train(config: str, root: Path, base: Path, method: str, seed: int, extra: list[dict], args: list[str]) -> Path:
     """Distil from ``base`` with ``method``'s calibration; returns the saved student (skipped when it exists)."""
     out = root / method
     if (out / "model" / "config.json").exists():
         return out / "model"
-    cli = build(
-        config,
-        out,
-        f"--model.model.name_or_path={base}",
-        "--model.warm_start=null",
-        f"--data.calibration={METHODS[method]}",
-        f"--seed_everything={seed}",
-        f"--data.seed={seed}",
-        f"--data.rollout.seed={seed}",
-        *extra,
-    )
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    cli.model.student.save_pretrained(out / "model")
-    cli.model.tokenizer.save_pretrained(out / "model")
+    seeds = {"data": {"calibration": METHODS[method], "seed": seed, "rollout": {"seed": seed}}, "seed_everything": seed}
+    experiment = build(config, out, [pipeline.starting_from(base), seeds, *extra], args)
+    pipeline.distil(experiment)
+    atomic_save_dir(out / "model", lambda folder: pipeline.save_student(experiment, folder))
     return out / "model"
 
 
-def evaluate(config: str, root: Path, model: Path, name: str, split: str, extra: list[str]) -> list[dict]:
+def evaluate(config: str, root: Path, model: Path, name: str, split: str) -> list[dict]:
     """Greedy answers of ``model`` on ``split`` (cached as JSONL)."""
     path = root / "eval" / f"{name}_{split}.jsonl"
     if path.exists():
-        return [json.loads(line) for line in path.open()]
-    cli = build(
-        config,
-        root / "eval" / name,
-        f"--model.model.name_or_path={model}",
-        "--model.warm_start=null",
-        f"--data.test_split={split}",
-        *extra,
-    )
-    cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
-    records = cli.model.test_records
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+        return read_jsonl(path)
+    layers = [pipeline.starting_from(model), {"data": {"test_split": split}}]
+    records = pipeline.evaluate(build(config, root / "eval" / name, layers, []))
+    write_jsonl(path, records)
     return records
 
 
@@ -200,14 +174,10 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    extra = [
-        f"--data.estimator.kind={args.estimator}",
-        f"--data.estimator.prior_alpha={args.prior[0]}",
-        f"--data.estimator.prior_beta={args.prior[1]}",
-    ]
-    extra += [f"--data.rollout.num_samples={args.k}"] if args.k else []
-    extra += [f"--trainer.max_epochs={args.epochs}"] if args.epochs else []
-    extra += args.override
+    estimator = {"kind": args.estimator, "prior_alpha": args.prior[0], "prior_beta": args.prior[1]}
+    extra = [{"data": {"estimator": estimator}}]
+    extra += [{"data": {"rollout": {"num_samples": args.k}}}] if args.k else []
+    extra += [{"trainer": {"max_epochs": args.epochs}}] if args.epochs else []
     tag = f"k{args.k or 'cfg'}_e{args.epochs or 'cfg'}_{args.estimator}" + (
         f"_{args.prior[0]:g}_{args.prior[1]:g}" if args.estimator == "beta" else ""
     )
@@ -218,13 +188,14 @@ def main() -> None:
     per_seed, pooled = [], {}
     for seed in args.seeds:
         root = args.out / f"seed_{seed}_{config_digest}"
-        base = warm_start(args.config, root, seed, [])
-        models = {"base": base} | {m: train(args.config, root / tag, base, m, seed, extra) for m in args.methods}
+        base = warm_start(args.config, root, seed)
+        models = {"base": base}
+        models |= {m: train(args.config, root / tag, base, m, seed, extra, args.override) for m in args.methods}
         results = {}
         for name, model in models.items():
             for split in SPLITS:
                 eval_root = root if name == "base" else root / tag
-                records = evaluate(args.config, eval_root, model, name, split, [])
+                records = evaluate(args.config, eval_root, model, name, split)
                 results.setdefault(name, {})[split] = summarize(records)
                 pooled.setdefault(name, {}).setdefault(split, []).extend(records)
         per_seed.append(results)

@@ -16,12 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 
 import torch
 
 from caopd_pl.models.tiny import TinyModelConfig, build_tiny_model
 from caopd_pl.models.tokenizer import build_char_tokenizer
-from caopd_pl.rollout.base import RolloutConfig
+from caopd_pl.rollout.base import RolloutConfig, RolloutEngine
 
 SIZES = {
     "tiny": dict(spec=TinyModelConfig(), vocab=None),
@@ -57,9 +58,10 @@ def build(size: str, num_prompts: int, prompt_len: int):
     return model, tokenizer, [list(map(int, p)) for p in prompts]
 
 
-def timed_generate(engine, prompts, config: RolloutConfig) -> tuple[float, int]:
+def timed_generate(engine: RolloutEngine, prompts: list[list[int]]) -> tuple[float, int]:
+    """Seconds for one call over ``prompts`` (chunked by the engine at ``rollout.batch_size``), completion tokens."""
     start = time.perf_counter()
-    rollouts = engine.generate(prompts, config, seed=0)
+    rollouts = engine.generate(prompts, seed=0)
     seconds = time.perf_counter() - start
     return seconds, sum(len(r.token_ids) for group in rollouts for r in group)
 
@@ -71,13 +73,14 @@ def bench_size(size: str, args: argparse.Namespace) -> dict:
     model, tokenizer, prompts = build(size, args.prompts, args.prompt_len)
     config = RolloutConfig(num_samples=args.samples, temperature=1.0, max_new_tokens=args.new_tokens)
     params = sum(p.numel() for p in model.parameters())
-    hf_seconds, hf_tokens = timed_generate(HFEngine(model, tokenizer), prompts, config)
+    hf_seconds, hf_tokens = timed_generate(HFEngine(config, model, tokenizer), prompts)
 
     start = time.perf_counter()
-    engine = VLLMEngine(model, tokenizer, config)
+    # vLLM schedules its own batches: one call over every prompt, as before engines chunked (HF: 256 sequences a call)
+    engine = VLLMEngine(replace(config, batch_size=len(prompts) * args.samples), model, tokenizer)
     startup = time.perf_counter() - start
-    timed_generate(engine, prompts[:2], config)  # warm-up
-    vllm_seconds, vllm_tokens = timed_generate(engine, prompts, config)
+    timed_generate(engine, prompts[:2])  # warm-up
+    vllm_seconds, vllm_tokens = timed_generate(engine, prompts)
     with torch.no_grad():
         for p in model.parameters():
             p.mul_(1.0001)  # every weight changes, as after an epoch: the next sync is a full push

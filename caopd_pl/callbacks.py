@@ -1,5 +1,7 @@
 """Callbacks the CLI adds to every run: logs on disk every epoch and one short summary at the end of ``fit``.
 
+- :class:`RolloutStats` logs each epoch's rollout statistics (``rollout/p_acc``, ``rollout/accuracy``...) from the
+  datamodule at the end of the epoch.
 - :func:`warm_start_logger` logs the warm start's loss as it runs (``warmstart/loss``).
 - :class:`RunSummary` flushes every logger at the start of each epoch and at the end of fit (CSVLogger otherwise
   writes ``metrics.csv`` every 100 steps, which a slow CaOPD epoch may never reach), and at the end of ``fit``
@@ -20,6 +22,20 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.callbacks.progress import ProgressBar
 
 SUMMARY_METRICS = ("accuracy", "mean_confidence", "ece", "spr", "auroc")
+
+
+class RolloutStats(Callback):
+    """Logs the statistics of the epoch's rollouts (``datamodule.last_epoch.stats``) as ``rollout/<name>``.
+
+    Averaged over ranks (``sync_dist``): each rank sampled its own share of the prompts. A datamodule without
+    ``last_epoch`` (or an epoch that sampled nothing, as a resumed run's re-entered epoch) logs nothing.
+    """
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        rollouts = getattr(trainer.datamodule, "last_epoch", None)
+        if rollouts is not None:
+            stats = {f"rollout/{key}": value for key, value in rollouts.stats.items()}
+            pl_module.log_dict(stats, sync_dist=True)
 
 
 class RunSummary(Callback):

@@ -1,8 +1,9 @@
 """The Lightning entry point: ``python -m caopd_pl fit|validate|test|predict --config X.yaml``.
 
 One :class:`LightningCLI` subclass fixes what CaOPD needs of the trainer (rollouts regenerated every epoch, no
-distributed sampler on top of the per-rank prompt split), saves the resolved config beside the logs, and makes the
-command line strict and quiet:
+distributed sampler on top of the per-rank prompt split), hands the module the datamodule's task and rollout engine
+(linked at instantiation: one engine serves rollouts and evaluation), saves the resolved config beside the logs, and
+makes the command line strict and quiet:
 
 - every output path derives from ``trainer.default_root_dir`` (``ROOT``): a logger without ``save_dir`` (or a CSV
   logger when the config names none) writes to ``ROOT/logs/version_N``, a ``ModelCheckpoint`` without ``dirpath``
@@ -26,6 +27,7 @@ import logging
 import re
 import sys
 import warnings
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +37,7 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from caopd_pl.callbacks import RunSummary, hide_version_number
+from caopd_pl.callbacks import RolloutStats, RunSummary, hide_version_number
 from caopd_pl.datamodule import RolloutDataModule
 from caopd_pl.errors import UsageError, one_line
 from caopd_pl.module import CaOPDModule
@@ -50,6 +52,7 @@ TRAINER_DEFAULTS = {
 CSV_LOGGER = "lightning.pytorch.loggers.CSVLogger"
 CHECKPOINT_CALLBACK = "lightning.pytorch.callbacks.ModelCheckpoint"
 EVALUATION_STAGES = ("validate", "test", "predict")
+LINKED_FROM_DATA = ("task", "shared_engine")
 
 
 class CaOPDCLI(LightningCLI):
@@ -64,6 +67,10 @@ class CaOPDCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.set_defaults({f"trainer.{key}": value for key, value in TRAINER_DEFAULTS.items()})
+        # The module reads its task and samples through the datamodule's engine, handed over explicitly (not read
+        # through the trainer); the datamodule is instantiated first.
+        for name in LINKED_FROM_DATA:
+            parser.link_arguments("data", f"model.{name}", compute_fn=attrgetter(name), apply_on="instantiate")
         parser.add_argument(
             "--num_threads",
             type=int | None,
@@ -119,9 +126,12 @@ class CaOPDCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         trainer = super().instantiate_trainer(**kwargs)
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        if self.subcommand in ("fit", None):  # None: the caller runs the trainer (fit, for the runner)
+            _check_no_distributed_sampler(trainer, config.trainer.use_distributed_sampler)
         hide_version_number(trainer)
-        trainer.callbacks.append(RunSummary())
-        _make_resumable(trainer, (self.config[self.subcommand] if self.subcommand else self.config).seed_everything)
+        trainer.callbacks += [RolloutStats(), RunSummary()]
+        _make_resumable(trainer, config.seed_everything)
         return trainer
 
 
@@ -202,6 +212,16 @@ def _make_resumable(trainer: Trainer, seed: Any) -> None:
         trainer.strategy.checkpoint_io = AtomicCheckpointIO()
     if isinstance(seed, int) and not isinstance(seed, bool):
         trainer.callbacks.append(EpochSeed(seed))
+
+
+def _check_no_distributed_sampler(trainer: Trainer, use_distributed_sampler: bool) -> None:
+    """Refuse Lightning's distributed sampler when fitting on several ranks: each rank already samples its own
+    prompts, and the sampler would replace the seeded batch order. Checked on the config: the trainer keeps the
+    setting only in a private attribute."""
+    if trainer.world_size > 1 and use_distributed_sampler:
+        raise UsageError(
+            "trainer.use_distributed_sampler=true: each rank already samples its own prompts; set it to false"
+        )
 
 
 def _check_ckpt_path(ckpt_path: str | None) -> None:

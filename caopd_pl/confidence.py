@@ -1,4 +1,4 @@
-"""The stated-confidence format: the instruction added to prompts, the parser, and the strip-and-replace edit.
+"""The stated-confidence format: the instruction added to prompts, the parser, the stripper and the canonical line.
 
 Every completion should end with a line ``Confidence: <number in [0, 1]>``. Models also write ``confidence: 0.9.``,
 ``**Confidence:** 0.8``, ``Confidence**: 0.8``, ``- Confidence: 80%``, put the confidence on the answer's line, or
@@ -101,11 +101,6 @@ def format_confidence(value: float) -> str:
     if not math.isfinite(value) or not 0.0 <= value <= 1.0:
         raise ValueError(f"confidence must be a number in [0, 1], got {value!r}")
     return f"{CONFIDENCE_KEY} {value:.2f}"
-
-
-def replace_confidence(text: str, value: float) -> str:
-    """``text`` with its confidence (if any) replaced by ``value``, as the last line."""
-    return f"{strip_confidence(text)}\n{format_confidence(value)}"
 
 
 def with_instruction(question: str) -> str:

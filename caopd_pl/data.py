@@ -1,8 +1,9 @@
 """Distillation examples and their batches: pure torch, no Lightning.
 
-A :class:`DistillExample` holds one revised completion twice: after the student's plain prompt and after the
-teacher's privileged prompt. :func:`collate_distill` right-pads both and marks, in each, the positions whose next
-token is a completion token, so the two masks select the same tokens in the same order.
+A :class:`DistillExample` (made by :mod:`caopd_pl.revision`, which needs no torch) holds one revised completion
+twice: after the student's plain prompt and after the teacher's privileged prompt. :func:`collate_distill`
+right-pads both and marks, in each, the positions whose next token is a completion token, so the two masks select
+the same tokens in the same order.
 """
 
 from __future__ import annotations
@@ -11,16 +12,9 @@ from dataclasses import dataclass
 
 import torch
 
+from caopd_pl.revision import DistillExample
 
-@dataclass
-class DistillExample:
-    """One training example: a (revised) completion under two prompts."""
-
-    student_prompt: list[int]
-    teacher_prompt: list[int]
-    completion: list[int]
-    p_acc: float = float("nan")
-    """The target confidence (for logs)."""
+__all__ = ["DistillExample", "PromptBatch", "collate_distill", "collate_prompts", "skip_first"]
 
 
 def collate_distill(examples: list[DistillExample], pad_id: int) -> dict[str, torch.Tensor]:
@@ -60,4 +54,5 @@ class PromptBatch:
 
 
 def collate_prompts(items: list[tuple[list[int], object]]) -> PromptBatch:
+    """Group (prompt ids, task example) pairs into a :class:`PromptBatch`, in order."""
     return PromptBatch([ids for ids, _ in items], [example for _, example in items])

@@ -2,15 +2,19 @@
 
 Each epoch (``trainer.reload_dataloaders_every_n_epochs=1``), for this rank's share of the epoch's prompts:
 
-1. sample K completions per prompt from the *current* student through the rollout engine;
-2. verify them with the task's verifier and estimate P_acc per prompt;
-3. revise (``calibration: empirical``): every completion's confidence becomes P_acc, the teacher's evidence
-   carries P_acc and the note; or keep (``calibration: none``, plain SDFT/OPD): the completion and the teacher's
-   evidence keep their own confidence;
+1. sample K completions per prompt from the *current* student through the run's rollout engine;
+2. verify them with the task's verifier;
+3. revise them into distillation examples (:mod:`caopd_pl.revision`: P_acc, the teacher's evidence, the revised
+   completions; with ``calibration: none``, plain SDFT/OPD, the completions keep their own confidence);
 4. serve (student prompt + completion, teacher prompt + completion) pairs.
 
 All K rollouts of a prompt stay on the rank that sampled them; ranks trim to the same number of examples so that
 data-parallel steps stay in lockstep.
+
+The student is not read through the trainer: the rollout engine is a :class:`SharedEngine` that the module binds
+its student and tokenizer to, and that its evaluation decodes through too (one engine, one vLLM, per run). The CLI
+hands both this object and the task to the module (``data.shared_engine`` -> ``model.shared_engine``, ``data.task``
+-> ``model.task``).
 """
 
 from __future__ import annotations
@@ -19,7 +23,6 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Literal
 
 import lightning as L
 import torch
@@ -27,17 +30,16 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, IterableDataset, Sampler
 from tqdm.auto import tqdm
 
-from caopd_pl.calibration import EstimatorConfig, estimate_success_rate
+from caopd_pl.calibration import EstimatorConfig
 from caopd_pl.confidence import parse_confidence
 from caopd_pl.data import DistillExample, collate_distill, collate_prompts
 from caopd_pl.errors import UsageError, one_line
 from caopd_pl.metrics import expected_calibration_error
+from caopd_pl.revision import Calibration, RevisionSettings, revise_epoch
 from caopd_pl.rollout import RolloutConfig, RolloutEngine, make_engine
 from caopd_pl.rollout.base import Rollout
 from caopd_pl.tasks.base import Task, TaskExample
-from caopd_pl.templates import TeacherConfig, TemplateName, prompt_ids, revised_completion_ids, teacher_messages
-
-Calibration = Literal["empirical", "none"]
+from caopd_pl.templates import TeacherConfig, prompt_ids
 
 
 @dataclass
@@ -46,6 +48,62 @@ class EpochRollouts:
 
     examples: list[DistillExample] = field(default_factory=list)
     stats: dict[str, float] = field(default_factory=dict)
+
+
+class SharedEngine:
+    """The run's one rollout engine, shared by the epoch's rollouts (the datamodule) and evaluation (the module).
+
+    The module binds its student and tokenizer (:meth:`bind`); the engine (``rollout.engine``) is created on first
+    use, by the epoch's rollouts or by evaluation, so validate/test/predict runs that never ran fit
+    (``test --ckpt_path``) get one too; :meth:`close` frees it and a later use makes a fresh one.
+
+    Args:
+        config: the rollouts' sampling settings and engine (``data.rollout``).
+    """
+
+    def __init__(self, config: RolloutConfig) -> None:
+        self.config = config
+        self.engine: RolloutEngine | None = None
+        self.student: torch.nn.Module | None = None
+        self.tokenizer = None
+
+    def bind(self, student: torch.nn.Module, tokenizer) -> None:
+        """Sample from ``student`` (trained in place by the module) and tokenise with ``tokenizer``."""
+        self.student, self.tokenizer = student, tokenizer
+
+    def bound_tokenizer(self):
+        """The student's tokenizer.
+
+        Raises:
+            RuntimeError: no student was bound (a module built without ``shared_engine``).
+        """
+        if self.tokenizer is None:
+            raise RuntimeError(
+                "the rollout engine has no student: build CaOPDModule(..., shared_engine=data.shared_engine, "
+                "task=data.task), as the CLI does"
+            )
+        return self.tokenizer
+
+    def synced(self) -> RolloutEngine:
+        """The engine, synced to the bound student's current weights.
+
+        A sync with unchanged weights costs a fingerprint, so evaluating and then sampling from the same weights
+        pushes them once. Created and synced outside inference mode: Lightning evaluates under
+        ``torch.inference_mode``, and engine weights created there could not be updated in place by the next
+        epoch's sync.
+        """
+        tokenizer = self.bound_tokenizer()
+        with torch.inference_mode(False):
+            if self.engine is None:
+                self.engine = make_engine(self.config, self.student, tokenizer)
+            self.engine.sync(self.student)
+        return self.engine
+
+    def close(self) -> None:
+        """Free the engine (a vLLM engine's memory and processes); the next :meth:`synced` makes a fresh one."""
+        if self.engine is not None:
+            self.engine.close()
+            self.engine = None
 
 
 class RolloutDataModule(L.LightningDataModule):
@@ -95,8 +153,14 @@ class RolloutDataModule(L.LightningDataModule):
         self.prompts_per_epoch, self.batch_size, self.eval_batch_size = prompts_per_epoch, batch_size, eval_batch_size
         self.max_eval_prompts, self.test_split, self.predict_split = max_eval_prompts, test_split, predict_split
         self.seed = seed
-        self.engine: RolloutEngine | None = None
+        self.revision = RevisionSettings(calibration, teacher, estimator, rollout.max_new_tokens)
+        self.shared_engine = SharedEngine(rollout)
         self.last_epoch: EpochRollouts | None = None
+
+    @property
+    def engine(self) -> RolloutEngine | None:
+        """The rollout engine, once created (None before the first rollouts or evaluation, and after teardown)."""
+        return self.shared_engine.engine
 
     # ---- training data -------------------------------------------------------------------------------------------
 
@@ -104,22 +168,21 @@ class RolloutDataModule(L.LightningDataModule):
         """Check, before the warm start and the first rollouts, that the task's data holds what the config needs.
 
         Raises:
-            UsageError: the task has no train split, or rows lack the demonstrations the teacher template or the
-                warm start needs (the message names the key and the fix).
+            UsageError: the task has no train split, or rows lack the demonstrations the teacher template needs
+                (the message names the key and the fix; the module checks what its warm start needs).
         """
         if stage == "fit":
             self._check_trainer()
-            module = self.trainer.lightning_module if self.trainer is not None else None
-            needs_warm_start = module is not None and getattr(module, "warm_start", None) is not None
-            check_fit_data(self.task, self.teacher, warm_start=needs_warm_start)
+            check_fit_data(self.task, self.teacher)
 
     def train_dataloader(self) -> DataLoader:
-        trainer, module = self.trainer, self.trainer.lightning_module
+        """This epoch's distillation examples, freshly sampled from the current student, in a seeded order."""
+        trainer = self.trainer
         epoch = trainer.current_epoch
         if _closes_a_finished_epoch(trainer):
             return DataLoader(_NoExamples(), batch_size=None)
         prompts = self.epoch_prompts(epoch, trainer.global_rank, trainer.world_size)
-        self.last_epoch = self.build_epoch(module.student, module.tokenizer, prompts, epoch, trainer.global_rank)
+        self.last_epoch = self.build_epoch(prompts, epoch, trainer.global_rank)
         examples = _trim_to_common_length(self.last_epoch.examples)
         if not examples:
             return self._empty_epoch(epoch, len(prompts))
@@ -130,7 +193,7 @@ class RolloutDataModule(L.LightningDataModule):
             # The loader draws a base seed (for workers) at every iter(): from its own generator, not the global one,
             # so that the number of iter() calls cannot change the global random state.
             generator=torch.Generator().manual_seed(self.seed),
-            collate_fn=partial(collate_distill, pad_id=module.tokenizer.pad_token_id),
+            collate_fn=partial(collate_distill, pad_id=self.shared_engine.bound_tokenizer().pad_token_id),
         )
 
     def _empty_epoch(self, epoch: int, prompts: int) -> DataLoader:
@@ -149,113 +212,20 @@ class RolloutDataModule(L.LightningDataModule):
         chosen = chosen[: count - count % world_size] if world_size > 1 else chosen
         return [pool[i] for i in chosen[rank::world_size]]
 
-    def build_epoch(self, student, tokenizer, prompts: list[TaskExample], epoch: int, rank: int = 0) -> EpochRollouts:
-        """Rollouts, verification, P_acc and revision for ``prompts`` (steps 1-4 of the module docstring)."""
-        self.synced_engine(student, tokenizer)
+    def build_epoch(self, prompts: list[TaskExample], epoch: int, rank: int = 0) -> EpochRollouts:
+        """Rollouts, verification and revision for ``prompts`` (steps 1-3 of the module docstring).
+
+        Rollouts are seeded by (``rollout.seed``, ``epoch``, ``rank``): a resumed epoch samples what it sampled.
+        """
+        engine = self.shared_engine.synced()
+        tokenizer = self.shared_engine.bound_tokenizer()
         student_prompts = [prompt_ids(tokenizer, example.student_messages()) for example in prompts]
-        rollouts = self._sample(student_prompts, seed=self.rollout.seed + 10_007 * epoch + 101 * rank)
+        seed = self.rollout.seed + 10_007 * epoch + 101 * rank
+        rollouts = engine.generate(student_prompts, seed=seed, progress=self._is_global_zero())
         verdicts = self._verify(prompts, rollouts)
-        result = EpochRollouts()
-        for example, ids, group, correct in zip(prompts, student_prompts, rollouts, verdicts):
-            result.examples += self.revise(tokenizer, example, ids, group, correct)
+        result = EpochRollouts(revise_epoch(tokenizer, prompts, student_prompts, rollouts, verdicts, self.revision))
         result.stats = _rollout_stats(rollouts, verdicts, result.examples)
         return result
-
-    def revise(
-        self, tokenizer, example: TaskExample, student_prompt: list[int], group: list[Rollout], correct: list[bool]
-    ) -> list[DistillExample]:
-        """The distillation examples of one prompt: one per completion that has evidence (see :meth:`_evidence`).
-
-        With ``calibration: empirical`` every completion is revised to state P_acc (capped at
-        ``rollout.max_new_tokens`` tokens, EOS included: the body is trimmed, the confidence line kept) and the
-        teacher's evidence states P_acc; with ``none`` the sampled tokens are kept and the evidence states its own
-        confidence. Teacher prompts are tokenised once per distinct evidence.
-        """
-        p_acc = estimate_success_rate(sum(correct), len(group), self.estimator)
-        empirical = self.calibration == "empirical"
-        teacher_prompts: dict[int, list[int]] = {}  # evidence source -> teacher prompt ids
-        examples = []
-        for index, rollout in enumerate(group):
-            evidence = self._evidence(example, group, correct, index)
-            if evidence is None:
-                continue
-            if evidence.source not in teacher_prompts:
-                teacher_prompts[evidence.source] = self._teacher_prompt(tokenizer, example, evidence, p_acc)
-            completion = (
-                revised_completion_ids(tokenizer, rollout.text, p_acc, self.rollout.max_new_tokens)
-                if empirical
-                else rollout.token_ids
-            )
-            examples.append(DistillExample(student_prompt, teacher_prompts[evidence.source], completion, p_acc))
-        return examples
-
-    def _teacher_prompt(self, tokenizer, example: TaskExample, evidence: _Evidence, p_acc: float) -> list[int]:
-        empirical = self.calibration == "empirical"
-        messages = teacher_messages(
-            example.student_messages(),
-            evidence.text,
-            p_acc if empirical else evidence.stated,
-            evidence.template,
-            note=empirical and self.teacher.note,
-        )
-        return prompt_ids(tokenizer, messages)
-
-    def _evidence(
-        self, example: TaskExample, group: list[Rollout], correct: list[bool], index: int
-    ) -> _Evidence | None:
-        """What completion ``index``'s teacher sees; None drops the completion.
-
-        ``demo``: the golden demonstration (stating 1.00, as the paper's do). ``correct_solution``: another correct
-        rollout of the group, never the completion itself: a teacher that reads its own target predicts it by
-        copying, and the loss would then teach copying rather than the solution. The choice is the next correct
-        rollout after ``index`` (cyclically), so with two or more correct rollouts each correct completion sees
-        another one and the teachers spread over all of them. A completion with no other correct rollout (none is
-        correct, or it is the only correct one) follows ``teacher.no_correct_rollout``, as a prompt without a
-        correct rollout does: the demonstration (legitimate privileged context, not a copy of the target), or
-        dropped (``skip``), which costs that one of the K examples; P_acc still counts it.
-
-        Raises:
-            ValueError: the demonstration is needed and the example has none.
-        """
-        if self.teacher.template == "correct_solution":
-            source = _next_correct(correct, index)
-            if source is not None:
-                stated = parse_confidence(group[source].text)
-                return _Evidence(group[source].text, stated.value if stated.parsed else 1.0, "correct_solution", source)
-            if self.teacher.no_correct_rollout == "skip":
-                return None
-        if example.demonstration is None:
-            raise ValueError(
-                f"teacher.template={self.teacher.template!r} needs a demonstration, but task example {example.id!r} "
-                "has none; use teacher.template: correct_solution with no_correct_rollout: skip"
-            )
-        return _Evidence(example.demonstration, 1.0, "demo", _DEMONSTRATION)
-
-    def synced_engine(self, student: torch.nn.Module, tokenizer) -> RolloutEngine:
-        """The run's rollout engine (``rollout.engine``), synced to ``student``'s current weights.
-
-        Created on first use, by the epoch's rollouts or by evaluation, so validate/test/predict runs that never
-        ran fit (``test --ckpt_path``) get one too; closed in :meth:`teardown`. A sync with unchanged weights costs
-        a fingerprint, so evaluating and then sampling from the same weights pushes them once. Created and synced
-        outside inference mode: Lightning evaluates under ``torch.inference_mode``, and engine weights created
-        there could not be updated in place by the next epoch's sync.
-        """
-        with torch.inference_mode(False):
-            if self.engine is None:
-                self.engine = make_engine(self.rollout, student, tokenizer)
-            self.engine.sync(student)
-        return self.engine
-
-    def _sample(self, prompts: list[list[int]], seed: int) -> list[list[Rollout]]:
-        per_call = max(1, self.rollout.batch_size // self.rollout.num_samples)
-        rollouts: list[list[Rollout]] = []
-        progress = tqdm(total=len(prompts), desc="rollouts", unit="prompt", disable=not self._is_global_zero())
-        for start in range(0, len(prompts), per_call):
-            chunk = prompts[start : start + per_call]
-            rollouts += self.engine.generate(chunk, self.rollout, seed=seed + start)
-            progress.update(len(chunk))
-        progress.close()
-        return rollouts
 
     def _verify(self, prompts: list[TaskExample], rollouts: list[list[Rollout]]) -> list[list[bool]]:
         texts = [rollout.text for group in rollouts for rollout in group]
@@ -271,15 +241,12 @@ class RolloutDataModule(L.LightningDataModule):
         return [[next(flat) for _ in group] for group in rollouts]
 
     def _check_trainer(self) -> None:
+        # trainer.use_distributed_sampler is checked by the CLI (caopd_pl.cli), from the config: the trainer keeps
+        # it only in a private attribute.
         if self.trainer.reload_dataloaders_every_n_epochs != 1:
             raise UsageError(
                 f"trainer.reload_dataloaders_every_n_epochs={self.trainer.reload_dataloaders_every_n_epochs}: CaOPD "
                 "regenerates rollouts every epoch; set it to 1"
-            )
-        connector = getattr(self.trainer, "_accelerator_connector", None)
-        if self.trainer.world_size > 1 and getattr(connector, "use_distributed_sampler", False):
-            raise UsageError(
-                "trainer.use_distributed_sampler=true: each rank already samples its own prompts; set it to false"
             )
 
     def _is_global_zero(self) -> bool:
@@ -297,15 +264,13 @@ class RolloutDataModule(L.LightningDataModule):
         return self._prompt_loader(self.predict_split)
 
     def _prompt_loader(self, split: str, limit: int | None = None) -> DataLoader:
-        tokenizer = self.trainer.lightning_module.tokenizer
+        tokenizer = self.shared_engine.bound_tokenizer()
         examples = self.task.split(split)[:limit]
         items = [(prompt_ids(tokenizer, example.student_messages()), example) for example in examples]
         return DataLoader(items, batch_size=self.eval_batch_size, shuffle=False, collate_fn=collate_prompts)
 
     def teardown(self, stage: str) -> None:
-        if self.engine is not None:  # made by any stage (evaluation too); a later run makes a fresh one
-            self.engine.close()
-            self.engine = None
+        self.shared_engine.close()  # made by any stage (evaluation too); a later run makes a fresh one
         self.task.verifier.close()
 
 
@@ -345,27 +310,18 @@ class _NoExamples(IterableDataset):
         return iter(())
 
 
-def check_fit_data(task: Task, teacher: TeacherConfig, warm_start: bool) -> None:
-    """Fail at start-up, in one line, when the train rows lack what the config needs of them.
+def check_fit_data(task: Task, teacher: TeacherConfig) -> None:
+    """Fail at start-up, in one line, when the train rows lack what the teacher template needs of them.
 
     A row needs a demonstration for ``data.teacher.template: demo``, and for ``correct_solution`` when a prompt with
-    no correct rollout falls back to it (``no_correct_rollout: demo``); the warm start trains on demonstrations.
+    no correct rollout falls back to it (``no_correct_rollout: demo``).
 
     Raises:
         UsageError: no train rows, or missing demonstrations (the message names the key and the fix).
     """
-    try:
-        rows = task.split("train") if "train" in task.splits() else []
-    except ValueError as err:  # a malformed row (the loaders name the file and line)
-        raise UsageError(f"data.task ({task.name}): {one_line(err)}") from err
-    if not rows:
-        raise UsageError(
-            f"data.task ({task.name}) has no train rows (splits: {task.splits()}); check its train settings (a "
-            "file-backed task needs a train source)"
-        )
+    rows = _train_rows(task)
     missing = [example.id for example in rows if example.demonstration is None]
-    where = f"{len(missing)} of {len(rows)} train rows of {task.name} have no demonstration (first: {missing[:1]})"
-    add = "add demonstrations to the rows (README, Tasks from data)"
+    where, add = _missing_demonstrations(task, rows, missing), _ADD_DEMONSTRATIONS
     if missing and teacher.template == "demo":
         raise UsageError(
             f"data.teacher.template='demo' needs a demonstration in every train row, but {where}; {add}, or set "
@@ -376,32 +332,41 @@ def check_fit_data(task: Task, teacher: TeacherConfig, warm_start: bool) -> None
             f"data.teacher.no_correct_rollout='demo' falls back to the demonstration, but {where}; set "
             f"data.teacher.no_correct_rollout: skip, or {add}"
         )
-    if warm_start and len(missing) == len(rows):
+
+
+def check_warm_start_data(task: Task) -> None:
+    """Fail at start-up, in one line, when no train row has a demonstration for the warm start to learn.
+
+    Raises:
+        UsageError: no train rows, or none with a demonstration (the message names the key and the fix).
+    """
+    rows = _train_rows(task)
+    missing = [example.id for example in rows if example.demonstration is None]
+    if len(missing) == len(rows):
         raise UsageError(
-            f"model.warm_start trains on demonstrations, but {where}; set model.warm_start: null (a pretrained "
-            f"model needs none), or {add}"
+            f"model.warm_start trains on demonstrations, but {_missing_demonstrations(task, rows, missing)}; set "
+            f"model.warm_start: null (a pretrained model needs none), or {_ADD_DEMONSTRATIONS}"
         )
 
 
-_DEMONSTRATION = -1  # the evidence source of the golden demonstration (rollouts are 0..K-1)
+_ADD_DEMONSTRATIONS = "add demonstrations to the rows (README, Tasks from data)"
 
 
-@dataclass(frozen=True)
-class _Evidence:
-    """What a teacher prompt shows: a demonstration or a correct rollout."""
+def _train_rows(task: Task) -> list[TaskExample]:
+    try:
+        rows = task.split("train") if "train" in task.splits() else []
+    except ValueError as err:  # a malformed row (the loaders name the file and line)
+        raise UsageError(f"data.task ({task.name}): {one_line(err)}") from err
+    if not rows:
+        raise UsageError(
+            f"data.task ({task.name}) has no train rows (splits: {task.splits()}); check its train settings (a "
+            "file-backed task needs a train source)"
+        )
+    return rows
 
-    text: str
-    stated: float
-    """The confidence it states (the teacher's value under ``calibration: none``)."""
-    template: TemplateName
-    source: int
-    """The rollout's index in its group, or ``_DEMONSTRATION``."""
 
-
-def _next_correct(correct: list[bool], index: int) -> int | None:
-    """The first correct rollout after ``index``, cyclically, other than ``index`` itself; None when there is none."""
-    count = len(correct)
-    return next((j % count for j in range(index + 1, index + count) if correct[j % count]), None)
+def _missing_demonstrations(task: Task, rows: list[TaskExample], missing: list[str]) -> str:
+    return f"{len(missing)} of {len(rows)} train rows of {task.name} have no demonstration (first: {missing[:1]})"
 
 
 def _rollout_stats(

@@ -1,11 +1,12 @@
-"""Token-level distillation divergences, computed in chunks from final hidden states.
+"""Token-level distillation divergences: one class each, computed in chunks from final hidden states.
 
 The student and teacher logits at completion positions are (N, V) with V up to 151,936; materialising both, with
 their softmaxes and the gradient, costs several GB at N = 1,024. :func:`chunked_divergence` instead takes the final
 hidden states and the two output-embedding matrices and walks the N rows in chunks. A custom autograd function
-computes each chunk's gradient with respect to the student's logits during the forward pass, in closed form for all
-three divergences, and immediately folds it into the gradients of the hidden states and the output embedding, so
-only one chunk of logits is ever alive. The matmul count equals the naive computation's; nothing is recomputed.
+computes each chunk's gradient with respect to the student's logits during the forward pass and immediately folds it
+into the gradients of the hidden states and the output embedding, so only one chunk of logits is ever alive. The
+three built-in divergences give that gradient in closed form (the matmul count then equals the naive computation's;
+nothing is recomputed); any other divergence gets it by autograd through its per-token value, one chunk at a time.
 
 Divergences, per token, with p the student's and q the teacher's next-token distribution at temperature T
 (``softmax(logits / T)`` for both models, as the reference code does):
@@ -13,6 +14,17 @@ Divergences, per token, with p the student's and q the teacher's next-token dist
   * ``forward``: KL(q || p), mass covering (the reference code's default);
   * ``jsd``: beta * KL(q || m) + (1 - beta) * KL(p || m) with m = beta * q + (1 - beta) * p (TRL's generalised
     JSD; beta -> 0 tends to forward KL scaled by beta, beta -> 1 to reverse KL).
+
+Adding one is defining one class; the definition registers it under its ``name`` (``model.loss.divergence: hellinger``
+then selects it, once the module defining it is imported)::
+
+    class SquaredHellinger(Divergence):
+        name = "hellinger"
+
+        def per_token(self, log_p, log_q):  # (N, V), (N, V) -> (N,): 1 - sum sqrt(p q)
+            return 1 - ((log_p + log_q) / 2).exp().sum(-1)
+
+Its constructor's parameters are filled from the ``model.loss`` options of the same name (``jsd`` takes ``beta``).
 
 Precision: whatever the dtype of the weights and hidden states (bf16 or fp16 weights, or bf16 activations under
 autocast with fp32 master weights), the vocabulary projections, the softmaxes, the loss and the weight gradient are
@@ -23,20 +35,195 @@ of 25, and on CPUs without native bf16 a bf16 matmul at these shapes is ~200x sl
 
 from __future__ import annotations
 
+import inspect
 import math
-from typing import Literal
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 
-Divergence = Literal["reverse", "forward", "jsd"]
-_KINDS = ("reverse", "forward", "jsd")
+DIVERGENCES: dict[str, type[Divergence]] = {}
+"""Every defined :class:`Divergence` subclass by its ``name``, in definition order (the built-ins first)."""
+
+
+class Divergence:
+    """A token-level divergence between the student's (p) and the teacher's (q) next-token distributions.
+
+    A subclass sets ``name`` (defining it registers it in :data:`DIVERGENCES`) and implements :meth:`per_token`. It
+    may also implement :meth:`closed_form`, the chunk's value and its gradient with respect to the student's logits
+    computed directly; without it, :func:`logit_grad_by_autograd` differentiates :meth:`per_token` one chunk at a
+    time. Extra parameters are constructor arguments, filled from the ``model.loss`` option of the same name.
+    """
+
+    name: ClassVar[str]
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        name = cls.__dict__.get("name")  # its own, not inherited: two classes never share a name
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"{cls.__qualname__} must set a class attribute name = '...' to define a Divergence")
+        taken = DIVERGENCES.get(name)
+        if taken is not None and (taken.__module__, taken.__qualname__) != (cls.__module__, cls.__qualname__):
+            raise TypeError(f"divergence name {name!r} of {cls.__qualname__} is taken by {taken.__qualname__}")
+        DIVERGENCES[name] = cls  # the same class defined again (a reloaded module) replaces itself
+
+    def per_token(self, log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+        """The divergence of each row.
+
+        Args:
+            log_p: (N, V) the student's log-probabilities, float32 (float64 for float64 inputs).
+            log_q: (N, V) the teacher's log-probabilities, same dtype.
+
+        Returns:
+            (N,) divergences in nats.
+        """
+        raise NotImplementedError(f"{type(self).__qualname__} must implement per_token(log_p, log_q)")
+
+    def closed_form(self, log_p: torch.Tensor, log_q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Optional: the summed divergence of a chunk and its gradient with respect to the student's logits.
+
+        With p = softmax(z), dL/dz = p * (g - <p, g>) per row, where g = dL/dp. The inputs may be consumed (reused
+        in place), which keeps a chunk to a few (c, V) buffers.
+
+        Args:
+            log_p: (c, V) the student's log-probabilities.
+            log_q: (c, V) the teacher's log-probabilities.
+
+        Returns:
+            (scalar sum of :meth:`per_token` over the rows, (c, V) gradient of that sum with respect to the logits).
+        """
+        raise NotImplementedError  # not overridden: has_closed_form() is False and autograd is used instead
+
+    @classmethod
+    def has_closed_form(cls) -> bool:
+        """Whether the class overrides :meth:`closed_form`."""
+        return cls.closed_form is not Divergence.closed_form
+
+
+def make_divergence(kind: str | Divergence, **options: float) -> Divergence:
+    """The registered divergence ``kind``, built with those of ``options`` its constructor takes (``beta``).
+
+    Raises:
+        ValueError: ``kind`` is not a registered name, or an option is out of range for it.
+    """
+    if isinstance(kind, Divergence):
+        return kind
+    cls = DIVERGENCES.get(kind)
+    if cls is None:
+        raise ValueError(
+            f"model.loss.divergence={kind!r} is not a registered divergence; choose one of {list(DIVERGENCES)} or "
+            "define a Divergence subclass"
+        )
+    accepted = inspect.signature(cls).parameters
+    return cls(**{key: value for key, value in options.items() if key in accepted})
+
+
+def _row_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(c, V), (c, V) -> (c, 1) row-wise dot products, without a (c, V) temporary."""
+    return (a.unsqueeze(1) @ b.unsqueeze(2)).view(-1, 1)
+
+
+class ReverseKL(Divergence):
+    """KL(p || q) = sum p (log p - log q), mode seeking; dL/dz = p * (log p - log q - KL)."""
+
+    name = "reverse"
+
+    def per_token(self, log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+        return (log_p.exp() * (log_p - log_q)).sum(-1)  # (N,)
+
+    def closed_form(self, log_p: torch.Tensor, log_q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        diff = log_q.neg_().add_(log_p)  # (c, V), log p - log q, in log_q's buffer
+        p = log_p.exp_()  # (c, V), in log_p's buffer
+        per_row = _row_dot(p, diff)  # (c, 1)
+        return per_row.sum(), diff.sub_(per_row).mul_(p)
+
+
+class ForwardKL(Divergence):
+    """KL(q || p) = sum q (log q - log p), mass covering; dL/dz = p - q."""
+
+    name = "forward"
+
+    def per_token(self, log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+        return (log_q.exp() * (log_q - log_p)).sum(-1)  # (N,)
+
+    def closed_form(self, log_p: torch.Tensor, log_q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loss = _row_dot(log_q.exp(), log_q - log_p).sum()
+        return loss, log_p.exp_().sub_(log_q.exp_())  # (c, V), p - q, in log_p's buffer
+
+
+class JSD(Divergence):
+    """beta KL(q || m) + (1 - beta) KL(p || m), m = beta q + (1 - beta) p (TRL's generalised JSD).
+
+    d/dp of the sum is (1 - beta) log(p / m), the terms in dm/dp cancelling; so dL/dz = (1 - beta) * p *
+    (log p - log m - KL(p || m)), reverse KL's form with m in place of q.
+
+    Args:
+        beta: the teacher's weight in the mixture, in (0, 1) (``model.loss.beta``).
+    """
+
+    name = "jsd"
+
+    def __init__(self, beta: float = 0.5) -> None:
+        if not 0.0 < beta < 1.0:
+            raise ValueError(f"model.loss.beta must be in (0, 1) for jsd, got {beta}")
+        self.beta = beta
+
+    def _log_m(self, log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+        return torch.logaddexp(log_p + math.log1p(-self.beta), log_q + math.log(self.beta))  # (N, V)
+
+    def per_token(self, log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+        log_m = self._log_m(log_p, log_q)  # (N, V)
+        kl_q = (log_q.exp() * (log_q - log_m)).sum(-1)  # (N,)
+        kl_p = (log_p.exp() * (log_p - log_m)).sum(-1)  # (N,)
+        return self.beta * kl_q + (1 - self.beta) * kl_p
+
+    def closed_form(self, log_p: torch.Tensor, log_q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        beta = self.beta
+        log_m = self._log_m(log_p, log_q)  # (c, V)
+        kl_q = _row_dot(log_q.exp(), log_q.sub_(log_m))  # (c, 1); log_q's buffer now holds log q - log m
+        del log_q
+        diff = log_m.neg_().add_(log_p)  # (c, V), log p - log m, in log_m's buffer
+        p = log_p.exp_()  # (c, V), in log_p's buffer
+        kl_p = _row_dot(p, diff)  # (c, 1)
+        loss = beta * kl_q.sum() + (1 - beta) * kl_p.sum()
+        return loss, diff.sub_(kl_p).mul_(p).mul_(1 - beta)
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """The distillation divergence."""
+
+    divergence: str = "reverse"
+    """``reverse`` KL(student || teacher) (default), ``forward`` KL(teacher || student), ``jsd``, or the ``name`` of
+    any other defined ``caopd_pl.losses.Divergence`` subclass."""
+    beta: float = 0.5
+    """Teacher weight of the ``jsd`` mixture, in (0, 1)."""
+    skip_first_tokens: int = 3
+    """Completion tokens at the start of each completion left out of the loss (the reference skips 3)."""
+    chunk_size: int = 64
+    """Completion tokens per chunk of the vocabulary projection; bounds peak memory."""
+    temperature: float = 1.0
+    """Both models' logits are divided by it before the softmax of the loss. 1 (default) matches the models' own
+    next-token distributions, the ones evaluation decodes from, whatever ``data.rollout.temperature`` explores with;
+    it is also what the reference runs: it divides by its sampling temperature, TRL's default 1.0 (a GRPO convention
+    that makes log-probs the sampler's, for importance ratios CaOPD drops once completions are rewritten). A student
+    that matches the teacher exactly does so at every temperature: T only reweights the mismatch (T < 1 towards the
+    top tokens, T > 1 towards the tail) and scales the gradient by 1/T (no T^2 factor). Set it to the rollout
+    temperature to copy the reference's convention when sampling below 1."""
+
+    def __post_init__(self) -> None:
+        make_divergence(self.divergence, beta=self.beta)  # a name that is not registered, or a bad beta for jsd
+        if self.skip_first_tokens < 0 or self.chunk_size < 1:
+            raise ValueError(f"model.loss.skip_first_tokens must be >= 0 and model.loss.chunk_size >= 1, got {self}")
+        if not self.temperature > 0:
+            raise ValueError(f"model.loss.temperature must be > 0 (it divides the logits), got {self.temperature}")
 
 
 def token_divergence(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
-    kind: Divergence = "reverse",
+    kind: str | Divergence = "reverse",
     beta: float = 0.5,
     temperature: float = 1.0,
 ) -> torch.Tensor:
@@ -45,66 +232,49 @@ def token_divergence(
     Args:
         student_logits: (N, V) logits of the student.
         teacher_logits: (N, V) logits of the teacher.
-        kind: ``reverse``, ``forward`` or ``jsd``.
+        kind: a registered divergence name (``reverse``, ``forward``, ``jsd``, ...) or a :class:`Divergence`.
         beta: mixture weight of the teacher in ``jsd``, in (0, 1).
         temperature: both models' logits are divided by it before the softmax.
 
     Returns:
         (N,) divergences in nats, computed in float32 (float64 inputs stay float64).
     """
+    divergence = make_divergence(kind, beta=beta)
     log_p = F.log_softmax(_at_least_float32(student_logits) / temperature, dim=-1)  # (N, V)
     log_q = F.log_softmax(_at_least_float32(teacher_logits) / temperature, dim=-1)  # (N, V)
-    if kind == "reverse":
-        return (log_p.exp() * (log_p - log_q)).sum(-1)
-    if kind == "forward":
-        return (log_q.exp() * (log_q - log_p)).sum(-1)
-    if kind == "jsd":
-        log_m = torch.logaddexp(log_p + math.log1p(-beta), log_q + math.log(beta))  # (N, V)
-        kl_q = (log_q.exp() * (log_q - log_m)).sum(-1)
-        kl_p = (log_p.exp() * (log_p - log_m)).sum(-1)
-        return beta * kl_q + (1 - beta) * kl_p
-    raise ValueError(f"loss.divergence must be one of {_KINDS}, got {kind!r}")
+    return divergence.per_token(log_p, log_q)
 
 
 def _at_least_float32(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
 
 
-def _row_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """(c, V), (c, V) -> (c, 1) row-wise dot products, without a (c, V) temporary."""
-    return (a.unsqueeze(1) @ b.unsqueeze(2)).view(-1, 1)
+def logit_grad_by_autograd(
+    divergence: Divergence, logits: torch.Tensor, teacher_logits: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed :meth:`Divergence.per_token` of a chunk and its gradient with respect to the student's logits, (c, V).
+
+    The fallback for a divergence without :meth:`Divergence.closed_form`: its graph lives for one chunk only.
+    """
+    with torch.enable_grad():  # the chunk loop runs inside an autograd.Function's forward, where grad is off
+        logits = logits.detach().requires_grad_()  # (c, V)
+        log_q = F.log_softmax(teacher_logits.detach(), dim=-1)  # (c, V)
+        loss = divergence.per_token(F.log_softmax(logits, dim=-1), log_q).sum()
+        (grad,) = torch.autograd.grad(loss, logits)
+    return loss.detach(), grad
 
 
 def _loss_and_logit_grad(
-    logits: torch.Tensor, teacher_logits: torch.Tensor, kind: Divergence, beta: float
+    divergence: Divergence, logits: torch.Tensor, teacher_logits: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed divergence of a chunk and its closed-form gradient with respect to the student's logits, (c, V).
-
-    With p = softmax(z), every divergence here has dL/dz = p * (g - <p, g>) per row, where g = dL/dp. The buffers are
-    reused in place, so a chunk holds about three (c, V) buffers (five for ``jsd``). The inputs are consumed.
-    """
+    """Summed divergence of a chunk and its gradient with respect to the student's logits, (c, V); consumes both."""
+    if not divergence.has_closed_form():
+        return logit_grad_by_autograd(divergence, logits, teacher_logits)
     log_p = F.log_softmax(logits, dim=-1)  # (c, V)
     del logits
     log_q = F.log_softmax(teacher_logits, dim=-1)  # (c, V)
     del teacher_logits
-    if kind == "forward":  # KL(q || p) = sum q (log q - log p); d/dz = p - q
-        loss = _row_dot(log_q.exp(), log_q - log_p).sum()
-        return loss, log_p.exp_().sub_(log_q.exp_())
-    if kind == "reverse":  # KL(p || q) = sum p (log p - log q); d/dz = p * (log p - log q - KL)
-        diff = log_q.neg_().add_(log_p)  # (c, V), log p - log q, in log_q's buffer
-        p = log_p.exp_()  # (c, V), in log_p's buffer
-        per_row = _row_dot(p, diff)  # (c, 1)
-        return per_row.sum(), diff.sub_(per_row).mul_(p)
-    # jsd: d/dp of beta KL(q || m) + (1 - beta) KL(p || m) is (1 - beta) log(p / m), the terms in dm/dp cancelling;
-    # so d/dz = (1 - beta) * p * (log p - log m - KL(p || m)), reverse KL's form with m in place of q.
-    log_m = torch.logaddexp(log_p + math.log1p(-beta), log_q + math.log(beta))  # (c, V)
-    kl_q = _row_dot(log_q.exp(), log_q.sub_(log_m))  # (c, 1); log_q's buffer now holds log q - log m
-    del log_q
-    diff = log_m.neg_().add_(log_p)  # (c, V), log p - log m, in log_m's buffer
-    p = log_p.exp_()  # (c, V), in log_p's buffer
-    kl_p = _row_dot(p, diff)  # (c, 1)
-    loss = beta * kl_q.sum() + (1 - beta) * kl_p.sum()
-    return loss, diff.sub_(kl_p).mul_(p).mul_(1 - beta)
+    return divergence.closed_form(log_p, log_q)
 
 
 def _compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
@@ -146,8 +316,7 @@ def _chunked_loss_and_grads(
     weight: torch.Tensor,
     teacher_hidden: torch.Tensor,
     teacher_weight: torch.Tensor,
-    kind: Divergence,
-    beta: float,
+    divergence: Divergence,
     chunk_size: int,
     temperature: float,
     weight_grad: bool,
@@ -171,7 +340,7 @@ def _chunked_loss_and_grads(
         # logits / T = (h / T) @ W.T: scaling the (c, H) chunk is cheaper than scaling the (c, V) logits
         h = hidden[rows].to(compute) / temperature  # (c, H)
         teacher_logits = _project(teacher_hidden[rows].to(compute) / temperature, teacher_weight)  # (c, V)
-        loss, grad_logits = _loss_and_logit_grad(_project(h, weight), teacher_logits, kind, beta)  # dL/d(z / T)
+        loss, grad_logits = _loss_and_logit_grad(divergence, _project(h, weight), teacher_logits)  # dL/d(z / T)
         total += loss
         grad_hidden[rows] = _back_project(grad_logits, weight).div_(temperature)  # (c, H)
         if grad_weight is not None:
@@ -183,12 +352,12 @@ class _ChunkedDivergence(torch.autograd.Function):
     """Sum over rows of ``token_divergence``; gradients for the student's hidden states and weight only."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, teacher_hidden, teacher_weight, kind, beta, chunk_size, temperature):
+    def forward(ctx, hidden, weight, teacher_hidden, teacher_weight, divergence, chunk_size, temperature):
         # Autocast would run the projections in half precision: the loss picks its own precision (module docstring).
         inputs = hidden, weight, teacher_hidden, teacher_weight
         with torch.autocast(hidden.device.type, enabled=False):
             total, grad_hidden, grad_weight = _chunked_loss_and_grads(
-                *inputs, kind, beta, chunk_size, temperature, weight_grad=ctx.needs_input_grad[1]
+                *inputs, divergence, chunk_size, temperature, weight_grad=ctx.needs_input_grad[1]
             )
         ctx.save_for_backward(grad_hidden, grad_weight if grad_weight is not None else torch.empty(0))
         ctx.has_weight_grad = grad_weight is not None
@@ -202,7 +371,7 @@ class _ChunkedDivergence(torch.autograd.Function):
         # In place, in the compute dtype, then one cast to each input's dtype: rounded once.
         grad_hidden = grad_hidden.mul_(grad_output).to(hidden_dtype)
         grad_weight = grad_weight.mul_(grad_output).to(weight_dtype) if ctx.has_weight_grad else None
-        return grad_hidden, grad_weight, None, None, None, None, None, None
+        return grad_hidden, grad_weight, None, None, None, None, None
 
 
 def chunked_divergence(
@@ -210,7 +379,7 @@ def chunked_divergence(
     weight: torch.Tensor,
     teacher_hidden: torch.Tensor,
     teacher_weight: torch.Tensor,
-    kind: Divergence = "reverse",
+    kind: str | Divergence = "reverse",
     beta: float = 0.5,
     chunk_size: int = 64,
     temperature: float = 1.0,
@@ -222,8 +391,8 @@ def chunked_divergence(
         weight: (V, H) student output embedding (``lm_head.weight``).
         teacher_hidden: (N, H) teacher final hidden states at the same positions (no gradient flows).
         teacher_weight: (V, H) teacher output embedding; its dtype may differ from the student's.
-        kind: divergence, see :func:`token_divergence`.
-        beta: ``jsd`` mixture weight.
+        kind: a registered divergence name or a :class:`Divergence`, see :func:`token_divergence`.
+        beta: ``jsd`` mixture weight (given to any divergence whose constructor takes ``beta``).
         chunk_size: rows per chunk; peak extra memory is a few (chunk_size, V) float32 buffers, a float32 block of a
             half-precision weight, and the float32 (V, H) gradient of ``weight``.
         temperature: both models' logits are divided by it before the softmax; the gradient flows through it.
@@ -236,10 +405,7 @@ def chunked_divergence(
         ValueError: on an unknown divergence, beta outside (0, 1) for ``jsd``, chunk_size < 1, temperature <= 0, or
             student and teacher rows of different shapes.
     """
-    if kind not in _KINDS:
-        raise ValueError(f"loss.divergence must be one of {_KINDS}, got {kind!r}")
-    if kind == "jsd" and not 0.0 < beta < 1.0:
-        raise ValueError(f"loss.beta must be in (0, 1) for jsd, got {beta}")
+    divergence = make_divergence(kind, beta=beta)
     if hidden.shape != teacher_hidden.shape:
         raise ValueError(f"student rows {tuple(hidden.shape)} and teacher rows {tuple(teacher_hidden.shape)} differ")
     if chunk_size < 1:
@@ -247,7 +413,7 @@ def chunked_divergence(
     if not temperature > 0:
         raise ValueError(f"loss.temperature must be > 0 (it divides both models' logits), got {temperature}")
     return _ChunkedDivergence.apply(
-        hidden, weight, teacher_hidden.detach(), teacher_weight.detach(), kind, beta, chunk_size, temperature
+        hidden, weight, teacher_hidden.detach(), teacher_weight.detach(), divergence, chunk_size, temperature
     )
 
 
@@ -258,7 +424,7 @@ def masked_mean_divergence(
     teacher_weight: torch.Tensor,
     student_mask: torch.Tensor,
     teacher_mask: torch.Tensor,
-    kind: Divergence = "reverse",
+    kind: str | Divergence = "reverse",
     beta: float = 0.5,
     chunk_size: int = 64,
     temperature: float = 1.0,

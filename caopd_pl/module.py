@@ -8,10 +8,16 @@ Per batch of revised completions (built by :class:`caopd_pl.datamodule.RolloutDa
   teacher moves towards the student by ``ema_rate``.
 
 Validation, test and predict decode the plain prompt through the run's rollout engine (``data.rollout.engine``: vLLM
-when configured), synced to the current student, greedily unless ``eval_temperature`` > 0; then verify, parse the
-stated confidence and report the calibration metrics of :mod:`caopd_pl.metrics`. ``test`` also writes
-``metrics.json``, ``reliability.png`` and ``test_predictions.jsonl``, ``predict`` writes ``predictions.jsonl``; each
-record carries the question id and its reference, so ``python -m caopd_pl verify`` re-judges the file as it is.
+when configured; the :class:`caopd_pl.datamodule.SharedEngine` the epoch's rollouts use too), synced to the current
+student, greedily unless ``eval_temperature`` > 0; then verify, parse the stated confidence and report the
+calibration metrics of :mod:`caopd_pl.metrics`. ``test`` also writes ``metrics.json``, ``reliability.png`` and
+``test_predictions.jsonl``, ``predict`` writes ``predictions.jsonl``; each record carries the question id and its
+reference, so ``python -m caopd_pl verify`` re-judges the file as it is.
+
+The module gets the task (warm-start rows, verifier) and the shared engine as constructor arguments, which the CLI
+links from the instantiated datamodule (``data.task`` -> ``task``, ``data.shared_engine`` -> ``shared_engine``); it
+never reads them through the trainer. Built without them (unit tests, export) it trains on given batches, and says
+what is missing when something needs them.
 
 Run: ``python -m caopd_pl fit --config configs/quickstart.yaml``.
 """
@@ -19,11 +25,10 @@ Run: ``python -m caopd_pl fit --config configs/quickstart.yaml``.
 from __future__ import annotations
 
 import contextlib
-import json
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import lightning as L
 import torch
@@ -33,45 +38,18 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from caopd_pl.callbacks import warm_start_logger
 from caopd_pl.confidence import parse_confidence
 from caopd_pl.data import PromptBatch, skip_first
+from caopd_pl.datamodule import SharedEngine, check_warm_start_data
 from caopd_pl.ema import ema_update, make_teacher
-from caopd_pl.losses import Divergence, masked_mean_divergence
+from caopd_pl.files import atomic_write_json, write_jsonl
+from caopd_pl.losses import LossConfig, masked_mean_divergence
 from caopd_pl.metrics import answer_tensors, calibration_metrics, calibration_summary, without_nan
 from caopd_pl.models.loading import DTYPES, Dtype, ModelConfig, final_hidden_states, load_model
 from caopd_pl.plots import reliability_diagram
 from caopd_pl.rollout.base import Rollout, RolloutConfig
-from caopd_pl.warmstart import WarmStartConfig, supervised_finetune, warm_start_pairs
+from caopd_pl.tasks.base import Task
+from caopd_pl.warmstart import WarmStartConfig, warm_start_student
 
-
-@dataclass(frozen=True)
-class LossConfig:
-    """The distillation divergence."""
-
-    divergence: Divergence = "reverse"
-    """``reverse`` KL(student || teacher) (default), ``forward`` KL(teacher || student), or ``jsd``."""
-    beta: float = 0.5
-    """Teacher weight of the ``jsd`` mixture, in (0, 1)."""
-    skip_first_tokens: int = 3
-    """Completion tokens at the start of each completion left out of the loss (the reference skips 3)."""
-    chunk_size: int = 64
-    """Completion tokens per chunk of the vocabulary projection; bounds peak memory."""
-    temperature: float = 1.0
-    """Both models' logits are divided by it before the softmax of the loss. 1 (default) matches the models' own
-    next-token distributions, the ones evaluation decodes from, whatever ``data.rollout.temperature`` explores with;
-    it is also what the reference runs: it divides by its sampling temperature, TRL's default 1.0 (a GRPO convention
-    that makes log-probs the sampler's, for importance ratios CaOPD drops once completions are rewritten). A student
-    that matches the teacher exactly does so at every temperature: T only reweights the mismatch (T < 1 towards the
-    top tokens, T > 1 towards the tail) and scales the gradient by 1/T (no T^2 factor). Set it to the rollout
-    temperature to copy the reference's convention when sampling below 1."""
-
-    def __post_init__(self) -> None:
-        if self.divergence not in ("reverse", "forward", "jsd"):
-            raise ValueError(f"model.loss.divergence must be 'reverse', 'forward' or 'jsd', got {self.divergence!r}")
-        if self.divergence == "jsd" and not 0 < self.beta < 1:
-            raise ValueError(f"model.loss.beta must be in (0, 1) for jsd, got {self.beta}")
-        if self.skip_first_tokens < 0 or self.chunk_size < 1:
-            raise ValueError(f"model.loss.skip_first_tokens must be >= 0 and model.loss.chunk_size >= 1, got {self}")
-        if not self.temperature > 0:
-            raise ValueError(f"model.loss.temperature must be > 0 (it divides the logits), got {self.temperature}")
+_T = TypeVar("_T")
 
 
 class CaOPDModule(L.LightningModule):
@@ -98,6 +76,10 @@ class CaOPDModule(L.LightningModule):
             matmuls autocast runs in bf16 anyway. Lightning's ``bf16-true``/``16-true`` precision casts the whole
             module, teacher included: a ``teacher_dtype`` set here is restored at fit start (so a ``bf16-true``
             resume restarts an fp32 teacher from bf16 values).
+        task: the task: the warm start's rows and evaluation's verifier (the CLI links ``data.task``); None where
+            neither runs.
+        shared_engine: the run's rollout engine, shared with the datamodule's rollouts (the CLI links
+            ``data.shared_engine``); the student and tokenizer are bound to it here. None where nothing decodes.
     """
 
     def __init__(
@@ -111,11 +93,14 @@ class CaOPDModule(L.LightningModule):
         eval_max_new_tokens: int = 64,
         eval_temperature: float = 0.0,
         teacher_dtype: Dtype | None = None,
+        task: Task | None = None,
+        shared_engine: SharedEngine | None = None,
     ) -> None:
         super().__init__()
         if not 0.0 <= ema_rate <= 1.0:
             raise ValueError(f"model.ema_rate must be in [0, 1], got {ema_rate}")
-        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+        # The task and the engine are the run's objects, not settings: a checkpoint loads without them.
+        self.save_hyperparameters(ignore=["optimizer", "scheduler", "task", "shared_engine"])
         self.loss_config, self.ema_rate, self.warm_start = loss, ema_rate, warm_start
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         if eval_max_new_tokens < 1 or eval_temperature < 0:
@@ -129,6 +114,9 @@ class CaOPDModule(L.LightningModule):
         self.teacher_dtype = None if teacher_dtype is None else DTYPES[teacher_dtype]
         self.student, self.tokenizer = load_model(model)
         self.teacher = make_teacher(self.student, self.teacher_dtype)
+        self.task, self.shared_engine = task, shared_engine
+        if shared_engine is not None:
+            shared_engine.bind(self.student, self.tokenizer)
         self.ema_generator: torch.Generator | None = None  # stochastic rounding of a low-precision teacher
         self._ema_generator_state: torch.Tensor | None = None  # from a checkpoint, applied once the device is known
         self.warm_started = warm_start is None
@@ -136,6 +124,15 @@ class CaOPDModule(L.LightningModule):
         self.test_metrics = calibration_metrics("test/")
 
     # ---- training ------------------------------------------------------------------------------------------------
+
+    def setup(self, stage: str) -> None:
+        """Check, before anything trains, that the task's train rows hold demonstrations for the warm start.
+
+        Raises:
+            UsageError: no train row has a demonstration (the message names ``model.warm_start`` and the fix).
+        """
+        if stage == "fit" and self.warm_start is not None:
+            check_warm_start_data(self._task())
 
     def on_fit_start(self) -> None:
         if self.teacher_dtype is not None:
@@ -200,12 +197,6 @@ class CaOPDModule(L.LightningModule):
                     self.ema_generator.set_state(self._ema_generator_state)
         return self.ema_generator
 
-    def on_train_epoch_end(self) -> None:
-        rollouts = getattr(self.trainer.datamodule, "last_epoch", None)
-        if rollouts is not None:
-            stats = {f"rollout/{key}": value for key, value in rollouts.stats.items()}
-            self.log_dict(stats, sync_dist=True)
-
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.student.parameters())
         if self.scheduler_factory is None:
@@ -214,19 +205,12 @@ class CaOPDModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def _run_warm_start(self) -> None:
-        datamodule = self.trainer.datamodule
-        pools = warm_start_pairs(
-            self.tokenizer,
-            datamodule.task.split("train"),
-            self.warm_start,
-            count=self.warm_start.steps * self.warm_start.batch_size,
-        )
-        losses = supervised_finetune(
+        losses = warm_start_student(
             self.student,
-            pools,
-            self.tokenizer.pad_token_id,
+            self.tokenizer,
+            self._task().split("train"),
             self.warm_start,
-            self.trainer.is_global_zero,
+            show_progress=self.trainer.is_global_zero,
             on_step=warm_start_logger(self.trainer),  # metrics.csv shows the warm start as it runs
         )
         _broadcast_parameters(self.student)
@@ -240,7 +224,7 @@ class CaOPDModule(L.LightningModule):
     def answer(self, batch: PromptBatch, batch_idx: int = 0) -> list[dict[str, Any]]:
         """One completion per prompt of ``batch``, verified, with its stated confidence, its id and its reference."""
         texts = [group[0].text for group in self.decode(batch.prompt_ids, seed=batch_idx)]
-        verifier = self.trainer.datamodule.task.verifier
+        verifier = self._task().verifier
         verdicts = verifier.verify_batch(texts, [example.reference for example in batch.examples])
         records = []
         for example, text, verdict in zip(batch.examples, texts, verdicts):
@@ -267,10 +251,9 @@ class CaOPDModule(L.LightningModule):
         (same stop ids, nothing from the checkpoint's generation config), so the choice changes speed, not
         results. With the Hugging Face engine the student decodes in eval mode and gets its mode back.
         """
-        datamodule = self.trainer.datamodule
-        engine = datamodule.synced_engine(self.student, self.tokenizer)
-        settings = self.eval_sampling(datamodule.rollout)
-        return engine.generate(prompts, settings, seed=datamodule.rollout.seed + seed)
+        shared = self._shared_engine()
+        engine = shared.synced()
+        return engine.generate(prompts, seed=shared.config.seed + seed, sampling=self.eval_sampling(shared.config))
 
     def eval_sampling(self, rollout: RolloutConfig) -> RolloutConfig:
         """``rollout`` with evaluation's sampling: one completion, ``eval_temperature``, ``eval_max_new_tokens``."""
@@ -282,6 +265,13 @@ class CaOPDModule(L.LightningModule):
             max_new_tokens=self.eval_max_new_tokens,
         )
 
+    def _task(self) -> Task:
+        return _given(self.task, "no task (its warm start and evaluation need one): build it with task=data.task")
+
+    def _shared_engine(self) -> SharedEngine:
+        fix = "build it with shared_engine=data.shared_engine"
+        return _given(self.shared_engine, f"no rollout engine to decode with: {fix}")
+
     def validation_step(self, batch: PromptBatch, batch_idx: int) -> None:
         self._update(self.val_metrics, self.answer(batch, batch_idx))
 
@@ -292,10 +282,11 @@ class CaOPDModule(L.LightningModule):
     def on_test_epoch_start(self) -> None:
         self.test_records: list[dict[str, Any]] = []
 
-    def test_step(self, batch: PromptBatch, batch_idx: int) -> None:
+    def test_step(self, batch: PromptBatch, batch_idx: int) -> list[dict[str, Any]]:
         records = self.answer(batch, batch_idx)
         self.test_records += records
         self._update(self.test_metrics, records)
+        return records  # callbacks see them as ``outputs`` of on_test_batch_end
 
     def on_test_epoch_end(self) -> None:
         self.log_dict(self.test_metrics.compute())
@@ -316,7 +307,7 @@ class CaOPDModule(L.LightningModule):
         records = _gather_records(self.predict_records)
         if self.trainer.is_global_zero:
             path = self._output_dir() / "predictions.jsonl"
-            _write_jsonl(path, records)
+            write_jsonl(path, records)
             print(f"wrote {len(records)} predictions to {path}")
 
     def _update(self, metrics, records: list[dict[str, Any]]) -> None:
@@ -326,8 +317,8 @@ class CaOPDModule(L.LightningModule):
         out = self._output_dir()
         confidence, correct, parsed = answer_tensors(records)
         summary = calibration_summary(confidence, correct, parsed)
-        (out / "metrics.json").write_text(json.dumps(without_nan(summary), indent=2) + "\n")
-        _write_jsonl(out / "test_predictions.jsonl", records)
+        atomic_write_json(out / "metrics.json", without_nan(summary))
+        write_jsonl(out / "test_predictions.jsonl", records)
         title = f"ECE {summary['ece']:.3f}, accuracy {summary['accuracy']:.3f}"
         reliability_diagram(confidence, correct, out / "reliability.png", title=title)
         print(f"wrote {out / 'metrics.json'} and {out / 'reliability.png'}")
@@ -350,19 +341,11 @@ class CaOPDModule(L.LightningModule):
         self._ema_generator_state, self.ema_generator = state.get("ema_generator"), None
 
 
-def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
-    with open(path, "w") as handle:
-        handle.writelines(json.dumps(record, default=_json_value) + "\n" for record in records)
-
-
-def _json_value(value: Any) -> Any:
-    """References read through ``datasets``/NumPy may hold array scalars and arrays: write them as JSON numbers
-    and lists, which the verifiers read back as the same values."""
-    if hasattr(value, "tolist"):  # NumPy / torch scalars and arrays
-        return value.tolist()
-    if isinstance(value, (set, frozenset)):
-        return sorted(value)
-    raise TypeError(f"a prediction record holds {type(value).__name__!r}, which JSON cannot represent: {value!r}")
+def _given(value: _T | None, missing: str) -> _T:
+    """``value``; None raises a RuntimeError saying what the module lacks and how to give it (the CLI links it)."""
+    if value is None:
+        raise RuntimeError(f"CaOPDModule has {missing}, as the CLI does")
+    return value
 
 
 def _gather_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -17,11 +17,8 @@ The CLI wires all three into every Lightning command (:mod:`caopd_pl.cli`).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +29,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback
 
 from caopd_pl.errors import UsageError
+from caopd_pl.files import atomic_torch_save
 
 LAST = "last"
 
@@ -53,37 +51,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             return
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options, got {storage_options!r}")
-        atomic_torch_save(checkpoint, Path(path))
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save(obj, path)`` through a temporary file in ``path``'s folder, fsynced, then renamed over ``path``.
-
-    The folder is fsynced after the rename so that the new name survives a power loss too.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            torch.save(obj, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(temporary)
-        raise
-    _fsync_folder(path.parent)
-
-
-def _fsync_folder(folder: Path) -> None:
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    except OSError:  # some filesystems cannot fsync a folder; the rename itself is still atomic
-        pass
-    finally:
-        os.close(descriptor)
+        atomic_torch_save(checkpoint, Path(path))  # temporary file beside the target, fsynced, renamed
 
 
 class EpochSeed(Callback):

@@ -10,7 +10,7 @@ system message; we do not.
   * ``correct_solution``: the same shape with ``Correct solution:`` and one of the student's own verified-correct
     rollouts, closing with ``Correctly solve the original question.`` The rollout is never the completion being
     distilled (the teacher would then read its target), so teacher prompts differ per completion
-    (:meth:`caopd_pl.datamodule.RolloutDataModule.revise` chooses them).
+    (:func:`caopd_pl.revision.evidence_for` chooses them).
 
 With ``calibration: empirical`` the confidence c is the estimated P_acc and the note "Note: The empirical confidence
 for this question is {c}. Output this exact value in the 'Confidence:' field." is inserted before the closing line.
@@ -38,10 +38,11 @@ _TEMPLATES: dict[str, tuple[str, str]] = {
     ),
     "correct_solution": ("Correct solution:", "Correctly solve the original question."),
 }
-NOTE = (
-    "Note: The empirical confidence for this question is {value:.2f}. "
-    "Output this exact value in the 'Confidence:' field."
-)
+NOTE_OPENING = "Note: The empirical confidence for this question is"
+NOTE_CLOSING = "Output this exact value in the 'Confidence:' field."
+NOTE = f"{NOTE_OPENING} {{value:.2f}}. {NOTE_CLOSING}"
+SENTENCES = (*(sentence for pair in _TEMPLATES.values() for sentence in pair), NOTE_OPENING, NOTE_CLOSING)
+"""The fixed sentences of the teacher templates and the note, defined once (the tiny tokenizer makes each a token)."""
 
 
 @dataclass(frozen=True)

@@ -79,6 +79,36 @@ def warm_start_pairs(
     return plain, privileged
 
 
+def warm_start_student(
+    student: torch.nn.Module,
+    tokenizer,
+    examples: list[TaskExample],
+    config: WarmStartConfig,
+    *,
+    seed: int | None = None,
+    show_progress: bool = True,
+    on_step: Callable[[int, float], None] | None = None,
+) -> list[float]:
+    """Warm-start ``student`` on ``examples``' demonstrations: ``config.steps`` steps of :func:`supervised_finetune`.
+
+    Args:
+        student: the model, trained in place.
+        tokenizer: its tokenizer (prompts and targets are built with the templates).
+        examples: the task examples whose demonstrations it learns (rows without one are left out).
+        config: steps, batch size, learning rate, privileged share and the seed of the examples' order.
+        seed: when given, the global torch seed is set to it just before training (dropout draws from it).
+        show_progress: show a progress bar.
+        on_step: called with (step, loss) after every step.
+
+    Returns:
+        The loss of every step.
+    """
+    pools = warm_start_pairs(tokenizer, examples, config, count=config.steps * config.batch_size)
+    if seed is not None:
+        torch.manual_seed(seed)
+    return supervised_finetune(student, pools, tokenizer.pad_token_id, config, show_progress, on_step)
+
+
 def supervised_finetune(
     model: torch.nn.Module,
     pools: tuple[list[Pair], list[Pair]],

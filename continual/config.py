@@ -1,21 +1,28 @@
 """The continual-learning configuration: a fit config, a sequence of stages, held-out tasks, calibrations.
 
-A YAML file (``configs/continual/*.yaml``) holds one :class:`ContinualConfig`; :func:`load_config` reads and checks
-it, naming the offending key on a bad value.
+A YAML file (``configs/continual/*.yaml``) holds one :class:`ContinualConfig`. :func:`build_parser` reads it with
+jsonargparse, as every other command reads its config: each field below is an option (``--seed 3``,
+``--out DIR``), documented in ``--help`` by the docstring under it, type-checked, and an unknown key is an error.
+Overrides are nested values laid over the fit config (``{trainer: {max_epochs: 4}}``), not command-line strings.
+Nothing here imports torch, so ``--help`` and a bad config answer at once.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
+from jsonargparse import ActionConfigFile, ArgumentError, ArgumentParser, Namespace
+
+from caopd_pl.errors import UsageError, one_line
 
 WarmStartScope = Literal["all", "first", "none"]
-_CALIBRATIONS = ("none", "empirical")
+Calibration = Literal["none", "empirical"]
+EXAMPLE = "configs/continual/quick.yaml"
 
 
 @dataclass(frozen=True)
@@ -26,8 +33,9 @@ class StageConfig:
     """Short unique name; the task's column in the matrices and its folder in the run directory."""
     task: dict[str, Any]
     """The task as ``{class_path, init_args}`` (what ``data.task`` takes in a fit config)."""
-    overrides: list[str] = field(default_factory=list)
-    """Fit options of this stage only, as CLI overrides (``--trainer.max_epochs=3``); applied after the global ones."""
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """Fit options of this stage only, nested as in a fit config (``{trainer: {max_epochs: 3}}``); laid over the
+    global ``overrides``."""
     split: str = "test"
     """The split evaluated after every stage."""
 
@@ -56,10 +64,10 @@ class ContinualConfig:
     """The training sequence, in order."""
     held_out: list[HeldOutConfig] = field(default_factory=list)
     """Tasks never trained, evaluated after every stage."""
-    calibrations: list[str] = field(default_factory=lambda: ["none", "empirical"])
+    calibrations: list[Calibration] = field(default_factory=lambda: ["none", "empirical"])
     """``data.calibration`` values to run the whole sequence with (``none`` = SDFT/OPD, ``empirical`` = CaOPD)."""
-    overrides: list[str] = field(default_factory=list)
-    """Fit options of every stage and evaluation, as CLI overrides."""
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """Fit options of every stage and evaluation, nested as in a fit config (``{trainer: {max_epochs: 4}}``)."""
     warm_start: WarmStartScope = "all"
     """Supervised warm start before stage 1 on the demonstrations of ``all`` trainable tasks, the ``first`` only,
     or ``none`` (the fit config's model is used as is)."""
@@ -72,11 +80,8 @@ class ContinualConfig:
         names = [s.name for s in self.stages] + [h.name for h in self.held_out]
         if len(set(names)) != len(names) or "base" in names:
             raise ValueError(f"stages[].name and held_out[].name must be unique and not 'base', got {names}")
-        bad = [c for c in self.calibrations if c not in _CALIBRATIONS]
-        if bad or not self.calibrations:
-            raise ValueError(f"calibrations must be a non-empty list of {_CALIBRATIONS}, got {self.calibrations}")
-        if self.warm_start not in ("all", "first", "none"):
-            raise ValueError(f"warm_start must be 'all', 'first' or 'none', got {self.warm_start!r}")
+        if not self.calibrations:
+            raise ValueError("calibrations must list at least one of none, empirical")
         for entry in (*self.stages, *self.held_out):
             if not isinstance(entry.task, dict) or "class_path" not in entry.task:
                 raise ValueError(f"task of {entry.name!r} must be a {{class_path, init_args}} mapping")
@@ -93,27 +98,57 @@ class ContinualConfig:
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def build_parser(prog: str = "python -m caopd_pl continual") -> ArgumentParser:
+    """The parser of a continual config: ``--config X.yaml`` and every field of :class:`ContinualConfig`."""
+    parser = ArgumentParser(
+        prog=prog,
+        description="Train a task sequence stage after stage; measure accuracy and calibration retention.",
+        exit_on_error=False,
+        allow_abbrev=False,
+    )
+    parser.add_argument("--config", action=ActionConfigFile, help=f"a continual YAML, e.g. {EXAMPLE}")
+    parser.add_class_arguments(ContinualConfig, fail_untyped=True, instantiate=False)
+    return parser
+
+
 def load_config(path: str | Path, out: str | None = None) -> ContinualConfig:
-    """Read a continual YAML; ``out`` replaces its run directory."""
-    raw = yaml.safe_load(Path(path).read_text()) or {}
-    allowed = sorted(ContinualConfig.__dataclass_fields__)
-    if set(raw) - set(allowed):
-        raise ValueError(f"{path}: unknown keys {sorted(set(raw) - set(allowed))}; allowed: {allowed}")
-    for key in ("fit_config", "out", "stages"):
-        if key not in raw and not (key == "out" and out):
-            raise ValueError(f"{path}: missing key {key!r}")
-    raw["stages"] = [_entry(StageConfig, s, f"{path}: stages[{i}]") for i, s in enumerate(raw["stages"] or [])]
-    held_out = raw.get("held_out") or []
-    raw["held_out"] = [_entry(HeldOutConfig, h, f"{path}: held_out[{i}]") for i, h in enumerate(held_out)]
-    if out:
-        raw["out"] = out
-    return ContinualConfig(**raw)
+    """Read and check a continual YAML; ``out`` replaces its run directory.
+
+    Raises:
+        UsageError: the file is missing, a key is unknown or a value is bad (one line naming them).
+    """
+    args = ["--config", str(path), *(["--out", out] if out else [])]
+    return from_namespace(parse_args(build_parser(), args))
 
 
-def _entry(cls, raw: Any, where: str):
-    if not isinstance(raw, dict):
-        raise ValueError(f"{where} must be a mapping, got {raw!r}")
-    unknown = set(raw) - set(cls.__dataclass_fields__)
-    if unknown:
-        raise ValueError(f"{where}: unknown keys {sorted(unknown)}; allowed: {sorted(cls.__dataclass_fields__)}")
-    return cls(**raw)
+def parse_args(parser: ArgumentParser, args: list[str]) -> Namespace:
+    """``parser.parse_args(args)``, a missing config file or a bad key or value reported as one line.
+
+    Raises:
+        UsageError: the config file is missing, a key is unknown or a value has the wrong type.
+    """
+    config = next((args[i + 1] for i, arg in enumerate(args[:-1]) if arg == "--config"), None)
+    if config is not None and not Path(config).is_file():
+        raise UsageError(f"--config={config!r}: no such file; give a continual YAML such as {EXAMPLE}")
+    try:
+        return parser.parse_args(args)
+    except ArgumentError as err:
+        # jsonargparse nests the failing key's reasons over several lines: 'Parser key "stages":\n  ...'.
+        message = re.sub(r'Parser key "([^"]+)":;?\s*', r"\1: ", one_line(str(err))).replace(":; ", ": ")
+        raise UsageError(f"--config={config!r}: {message} (every option: {parser.prog} --help)") from err
+
+
+def from_namespace(namespace: Namespace) -> ContinualConfig:
+    """The :class:`ContinualConfig` of parsed arguments (options that are not its fields are ignored).
+
+    Raises:
+        UsageError: a value the config itself refuses (no stage, a repeated name, a task without class_path).
+    """
+    values = {key: namespace[key] for key in ContinualConfig.__dataclass_fields__}
+    try:
+        values["stages"] = [StageConfig(**stage.as_dict()) for stage in values["stages"] or []]
+        values["held_out"] = [HeldOutConfig(**entry.as_dict()) for entry in values["held_out"] or []]
+        return ContinualConfig(**values)
+    except (TypeError, ValueError) as err:
+        sources = [str(path) for path in namespace.get("config") or [] if path is not None]
+        raise UsageError(f"--config={(sources or [None])[-1]!r}: {one_line(err)}") from err

@@ -28,33 +28,31 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib
-import json
-import os
-import signal
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 import yaml
 
-from caopd_pl.cli import CaOPDCLI, cli_main
+from caopd_pl import pipeline
 from caopd_pl.continual.config import ContinualConfig, StageConfig
 from caopd_pl.continual.metrics import MATRIX_METRICS, retention_figures
 from caopd_pl.continual.plots import comparison_heatmaps, matrix_heatmap, task_curves
-from caopd_pl.continual.storage import (
-    RunState,
+from caopd_pl.continual.storage import RunState
+from caopd_pl.files import (
     atomic_save_dir,
     atomic_torch_save,
     atomic_write_json,
-    atomic_write_jsonl,
     atomic_write_text,
     read_jsonl,
+    write_jsonl,
 )
 from caopd_pl.metrics import answer_tensors, calibration_summary, without_nan
+from caopd_pl.pipeline import Experiment
 from caopd_pl.tasks.base import Task
-from caopd_pl.warmstart import WarmStartConfig, supervised_finetune, warm_start_pairs
+from caopd_pl.warmstart import WarmStartConfig
 
 COMPARISON_KEYS = (
     "final_accuracy",
@@ -68,22 +66,15 @@ COMPARISON_KEYS = (
 )
 
 
-class _KillDuringFit(L.Callback):
-    # Test hook: SIGKILL this process after the first training batch of a stage (a crash mid-stage).
-    def on_train_batch_end(self, *args: Any) -> None:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 class ContinualRunner:
     """Runs a :class:`ContinualConfig`: warm start, the stage sequence per calibration, summaries and figures.
 
     Args:
         config: the run.
-        kill_during: test hook; the name of a stage during whose training the process kills itself (SIGKILL).
     """
 
-    def __init__(self, config: ContinualConfig, kill_during: str | None = None) -> None:
-        self.config, self.kill_during = config, kill_during
+    def __init__(self, config: ContinualConfig) -> None:
+        self.config = config
         self.out = Path(config.out)
         self.fingerprint = config.fingerprint()
         self.eval_tasks = [(s.name, s.task, s.split) for s in config.stages]
@@ -132,17 +123,14 @@ class ContinualRunner:
         if (base / "student" / "config.json").exists():
             return base
         first = self.config.stages[0]
-        cli = self._build(first.task, base / "build", f"--model.model.tiny.seed={self.config.seed}")
-        module = cli.model
+        experiment = self._build(first.task, base / "build", {"model": {"model": {"tiny": {"seed": self.config.seed}}}})
         if self.config.warm_start != "none":
             scope = self.config.stages if self.config.warm_start == "all" else self.config.stages[:1]
             examples = [example for stage in scope for example in instantiate_task(stage.task).split("train")]
-            settings = dataclasses.replace(module.warm_start or WarmStartConfig(), seed=self.config.seed)
-            pools = warm_start_pairs(module.tokenizer, examples, settings, settings.steps * settings.batch_size)
-            torch.manual_seed(self.config.seed)
-            losses = supervised_finetune(module.student, pools, module.tokenizer.pad_token_id, settings)
+            settings = dataclasses.replace(experiment.module.warm_start or WarmStartConfig(), seed=self.config.seed)
+            losses = pipeline.warm_start(experiment, examples, config=settings, seed=self.config.seed)
             atomic_write_json(base / "warm_start_losses.json", losses)
-        atomic_save_dir(base / "student", lambda tmp: _save_pretrained(module, tmp))
+        atomic_save_dir(base / "student", lambda folder: pipeline.save_student(experiment, folder))
         return base
 
     def train_stage(self, index: int, stage: StageConfig, calibration: str, previous: Path, stage_dir: Path) -> None:
@@ -150,25 +138,19 @@ class ContinualRunner:
         if (stage_dir / "student" / "config.json").exists() and (stage_dir / "teacher.pt").exists():
             return  # trained before a crash during its evaluation
         seed = self.config.seed + index
-        cli = self._build(
+        experiment = self._build(
             stage.task,
             stage_dir / "train",
-            *stage.overrides,
-            f"--model.model.name_or_path={previous / 'student'}",
-            "--model.warm_start=null",
-            f"--data.calibration={calibration}",
-            f"--seed_everything={seed}",
-            f"--data.seed={seed}",
-            f"--data.rollout.seed={seed}",
+            stage.overrides,
+            pipeline.starting_from(previous / "student"),
+            {"data": {"calibration": calibration, "seed": seed, "rollout": {"seed": seed}}, "seed_everything": seed},
         )
         if (previous / "teacher.pt").exists():  # the warm start's teacher is its student, which make_teacher copies
-            cli.model.teacher.load_state_dict(torch.load(previous / "teacher.pt", weights_only=True))
-        if self.kill_during == stage.name:
-            cli.trainer.callbacks.append(_KillDuringFit())
-        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-        teacher = {key: value.detach().cpu() for key, value in cli.model.teacher.state_dict().items()}
-        atomic_torch_save(stage_dir / "teacher.pt", teacher)
-        atomic_save_dir(stage_dir / "student", lambda tmp: _save_pretrained(cli.model, tmp))
+            experiment.module.teacher.load_state_dict(torch.load(previous / "teacher.pt", weights_only=True))
+        pipeline.distil(experiment)
+        teacher = {key: value.detach().cpu() for key, value in experiment.module.teacher.state_dict().items()}
+        atomic_torch_save(teacher, stage_dir / "teacher.pt")
+        atomic_save_dir(stage_dir / "student", lambda folder: pipeline.save_student(experiment, folder))
 
     def evaluate(self, model_root: Path, eval_dir: Path) -> dict[str, dict[str, Any]]:
         """Greedy answers of ``model_root/student`` on every task; task name -> calibration summary."""
@@ -176,15 +158,9 @@ class ContinualRunner:
         for name, task, split in self.eval_tasks:
             path = eval_dir / f"{name}.jsonl"
             if not path.exists():
-                cli = self._build(
-                    task,
-                    eval_dir / "logs" / name,
-                    f"--model.model.name_or_path={model_root / 'student'}",
-                    "--model.warm_start=null",
-                    f"--data.test_split={split}",
-                )
-                cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
-                atomic_write_jsonl(path, cli.model.test_records)
+                layers = [pipeline.starting_from(model_root / "student"), {"data": {"test_split": split}}]
+                experiment = self._build(task, eval_dir / "logs" / name, *layers)
+                write_jsonl(path, pipeline.evaluate(experiment))
             results[name] = summarize_records(read_jsonl(path))
         return results
 
@@ -225,16 +201,11 @@ class ContinualRunner:
         comparison_heatmaps(summaries, self.out / "heatmaps.png")
         print(comparison_markdown(table), flush=True)
 
-    def _build(self, task: dict[str, Any], root: Path, *overrides: str) -> CaOPDCLI:
-        args = [
-            "--config",
-            str(self._task_config(task)),
-            f"--trainer.default_root_dir={root}",
-            f"--trainer.logger.init_args.save_dir={root}",
-            *self.config.overrides,
-            *overrides,
-        ]
-        return cli_main(args, run=False)
+    def _build(self, task: dict[str, Any], root: Path, *overrides: Mapping[str, Any]) -> Experiment:
+        # Later wins: the fit config with the task, its logger's folder, the global overrides, then the caller's
+        # (stage, model, seeds).
+        logger = {"trainer": {"logger": {"init_args": {"save_dir": str(root)}}}}
+        return pipeline.build(self._task_config(task), root, [logger, self.config.overrides, *overrides])
 
     def _task_config(self, task: dict[str, Any]) -> Path:
         # The fit config with data.task replaced, a CSV logger and no checkpointing (the runner saves models).
@@ -270,15 +241,5 @@ def comparison_markdown(table: dict[str, dict[str, float | None]]) -> str:
     return "\n".join(lines)
 
 
-def _save_pretrained(module, directory: Path) -> None:
-    module.student.save_pretrained(directory)
-    module.tokenizer.save_pretrained(directory)
-
-
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-def load_summary(path: Path) -> dict[str, Any]:
-    """Read a ``continual_summary.json``."""
-    return json.loads(Path(path).read_text())

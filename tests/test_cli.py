@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from helpers import metrics_rows, small_config
 from lightning.pytorch import Callback
 
 from caopd_pl.__main__ import main
@@ -15,42 +16,6 @@ from caopd_pl.errors import UsageError
 from caopd_pl.module import CaOPDModule
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def small_config(root: Path, max_epochs: int = 2) -> Path:
-    """The quickstart config, shrunk to seconds and pointed at ``root``."""
-    config = yaml.safe_load((REPO / "configs/quickstart.yaml").read_text())
-    trainer = config["trainer"]
-    trainer |= {
-        "max_epochs": max_epochs,
-        "default_root_dir": str(root),
-        "log_every_n_steps": 1,
-        "enable_progress_bar": False,
-    }
-    model = config["model"]
-    model["model"]["tiny"] = {
-        "hidden_size": 32,
-        "num_layers": 2,
-        "num_heads": 2,
-        "num_kv_heads": 1,
-        "intermediate_size": 64,
-    }
-    model["warm_start"] |= {"steps": 4, "batch_size": 8}
-    model["eval_max_new_tokens"] = 8
-    data = config["data"]
-    data["task"]["init_args"] |= {"num_train": 40, "num_val": 8, "num_test": 8}
-    data["rollout"] |= {"num_samples": 2, "max_new_tokens": 8}
-    data |= {"prompts_per_epoch": 4, "batch_size": 4, "max_eval_prompts": 8}
-    path = root / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-def metrics_rows(root: Path) -> list[dict]:
-    import csv
-
-    (path,) = root.glob("logs/version_*/metrics.csv")
-    return list(csv.DictReader(path.open()))
 
 
 @pytest.mark.slow
@@ -143,6 +108,21 @@ def test_every_fit_config_parses(path, capsys):
         assert "data.task.init_args." in str(err) and "no such file or folder" in str(err)
         return
     assert isinstance(cli.model, CaOPDModule) and isinstance(cli.datamodule, RolloutDataModule)
+
+
+def test_the_module_gets_the_datamodules_task_and_engine_explicitly(tmp_path):
+    cli = cli_main(["--config", str(small_config(tmp_path)), "--trainer.logger", "false"], run=False)
+    model, data = cli.model, cli.datamodule
+    assert model.task is data.task and model.shared_engine is data.shared_engine  # one engine for rollouts and eval
+    assert data.shared_engine.student is model.student and data.shared_engine.tokenizer is model.tokenizer
+    assert "task" not in model.hparams and "shared_engine" not in model.hparams  # run objects, not settings
+
+
+def test_distributed_sampler_is_refused_before_anything_runs(tmp_path):
+    args = ["--config", str(small_config(tmp_path)), "--trainer.devices", "2", "--trainer.strategy", "ddp"]
+    with pytest.raises(UsageError, match="trainer.use_distributed_sampler=true: each rank already samples"):
+        cli_main([*args, "--trainer.use_distributed_sampler", "true"], run=False)
+    assert cli_main(args, run=False).trainer.world_size == 2  # the default (false) passes
 
 
 def test_help_and_unknown_command(capsys):

@@ -7,7 +7,6 @@ from caopd_pl.confidence import (
     find_confidence_key,
     format_confidence,
     parse_confidence,
-    replace_confidence,
     strip_confidence,
     with_instruction,
 )
@@ -45,11 +44,11 @@ def test_parse_never_raises_on_non_strings():
     assert parse_confidence(None).parsed is False  # type: ignore[arg-type]
 
 
-def test_strip_and_replace():
-    text = "Answer: 12\nConfidence: 1.00\n"
-    assert strip_confidence(text) == "Answer: 12"
-    assert replace_confidence(text, 0.375) == "Answer: 12\nConfidence: 0.38"
-    assert replace_confidence("Answer: 12", 0.5) == "Answer: 12\nConfidence: 0.50"
+def test_strip_and_the_canonical_line():
+    assert strip_confidence("Answer: 12\nConfidence: 1.00\n") == "Answer: 12"
+    assert strip_confidence("Answer: 12") == "Answer: 12"
+    assert format_confidence(0.375) == "Confidence: 0.38"
+    assert format_confidence(0.5) == "Confidence: 0.50"
 
 
 # The cases: the stripped text, and the value read, of each.
@@ -69,7 +68,6 @@ def test_strip_and_replace():
 def test_stripper_and_parser_share_one_key(text, stripped, value):
     assert strip_confidence(text) == stripped
     assert parse_confidence(text).value == pytest.approx(value)
-    assert replace_confidence(text, 0.25) == f"{stripped}\nConfidence: 0.25"
 
 
 @pytest.mark.parametrize(

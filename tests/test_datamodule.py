@@ -1,149 +1,93 @@
-"""RolloutDataModule's revision logic, with a scripted engine (the real engines are tested in tests/rollout and by
-the end-to-end CLI test)."""
+"""RolloutDataModule: what it samples (seeds, prompts), and that it serves what :mod:`caopd_pl.revision` makes of the
+rollouts, with a scripted engine (the real engines are tested in tests/rollout and by the end-to-end CLI test; the
+revision itself in tests/test_revision.py)."""
 
 import pytest
 
-from caopd_pl.datamodule import RolloutDataModule
+from caopd_pl.datamodule import RolloutDataModule, SharedEngine, check_fit_data, check_warm_start_data
+from caopd_pl.errors import UsageError
+from caopd_pl.revision import revise_epoch
 from caopd_pl.rollout.base import Rollout, RolloutConfig, RolloutEngine
 from caopd_pl.tasks.arithmetic import ArithmeticTask
-from caopd_pl.templates import TeacherConfig
+from caopd_pl.templates import TeacherConfig, prompt_ids
 
 
 class ScriptedEngine(RolloutEngine):
-    """Answers each prompt with the given texts, in order."""
+    """Answers each prompt with the given texts, in order; records every sync and every chunk's seed."""
 
-    def __init__(self, tokenizer, texts):
-        self.tokenizer, self.texts, self.synced = tokenizer, texts, 0
+    def __init__(self, config, tokenizer, texts):
+        super().__init__(config, None, tokenizer)
+        self.texts, self.synced, self.seeds = texts, 0, []
 
     def sync(self, model):
         self.synced += 1
 
-    def generate(self, prompts, config, seed):
-        ids = [
-            self.tokenizer(t, add_special_tokens=False)["input_ids"] + [self.tokenizer.eos_token_id] for t in self.texts
-        ]
-        return [[Rollout(i, t, True) for i, t in zip(ids, self.texts)] for _ in prompts]
+    def generate_chunk(self, prompts, sampling, seed):
+        self.seeds.append(seed)
+        eos = [self.tokenizer.eos_token_id]
+        ids = [self.tokenizer(text, add_special_tokens=False)["input_ids"] + eos for text in self.texts]
+        return [[Rollout(i, text, True) for i, text in zip(ids, self.texts)] for _ in prompts]
 
 
-def _module(tokenizer, texts, max_new_tokens=64, **kwargs):
+def _datamodule(tokenizer, texts, **kwargs):
     task = ArithmeticTask(levels=["2+1"], ood_levels=[], num_train=20, num_val=4, num_test=4)
-    rollout = RolloutConfig(num_samples=len(texts), max_new_tokens=max_new_tokens)
+    rollout = RolloutConfig(num_samples=len(texts), max_new_tokens=64, batch_size=2 * len(texts), seed=5)
     data = RolloutDataModule(task, rollout=rollout, **kwargs)
-    data.engine = ScriptedEngine(tokenizer, texts)
+    data.shared_engine.bind(None, tokenizer)
+    data.shared_engine.engine = ScriptedEngine(rollout, tokenizer, texts)
     return data, task.split("train")[:3]
 
 
-def _decode(tokenizer, ids):
-    return tokenizer.decode(ids)
+def test_build_epoch_samples_seeded_chunks_and_serves_the_revision(tokenizer):
+    texts = ["Answer: 0\nConfidence: 1.00", "Answer: 5\nConfidence: 0.90"]
+    data, prompts = _datamodule(tokenizer, texts, teacher=TeacherConfig(template="correct_solution"))
+    prompts[0].reference = 0  # one of two rollouts right for the first prompt, none for the others
+    epoch = data.build_epoch(prompts, epoch=2, rank=1)
+    engine = data.engine
+    # Synced once; chunks of batch_size // K = 2 prompts, seeded rollout.seed + 10,007 epoch + 101 rank + first index.
+    assert engine.synced == 1 and engine.seeds == [5 + 10_007 * 2 + 101, 5 + 10_007 * 2 + 101 + 2]
+    student_prompts = [prompt_ids(tokenizer, example.student_messages()) for example in prompts]
+    groups = engine.generate(student_prompts, seed=0)
+    verdicts = [[True, False], [False, False], [False, False]]
+    expected = revise_epoch(tokenizer, prompts, student_prompts, groups, verdicts, data.revision)
+    assert epoch.examples == expected and len(expected) == 6
+    assert epoch.stats["p_acc"] == pytest.approx(0.5 / 3) and epoch.stats["stated_confidence"] == pytest.approx(0.95)
+    assert epoch.stats["accuracy"] == pytest.approx(1 / 6) and epoch.stats["examples"] == 6.0
 
 
-def test_empirical_revision(tokenizer):
-    data, prompts = _module(tokenizer, ["Answer: 0\nConfidence: 1.00", "Answer: 5\nConfidence: 0.90"] * 2)
-    prompts[0].reference = 0  # two of four rollouts right for the first prompt, none for the others
-    epoch = data.build_epoch(None, tokenizer, prompts, epoch=0)
-    assert data.engine.synced == 1 and len(epoch.examples) == 12
-    first = epoch.examples[0]
-    assert _decode(tokenizer, first.completion) == "Answer: 0\nConfidence: 0.50<|im_end|>"
-    teacher = _decode(tokenizer, first.teacher_prompt)
-    assert "This is an example for a response to the question:" in teacher
-    assert "Confidence: 0.50" in teacher and "empirical confidence for this question is 0.50" in teacher
-    assert _decode(tokenizer, epoch.examples[4].completion).endswith("Confidence: 0.00<|im_end|>")
-    assert epoch.stats["p_acc"] == pytest.approx((0.5 + 0 + 0) / 3)
-    assert epoch.stats["stated_confidence"] == pytest.approx(0.95)
+def test_revision_settings_come_from_the_data_options(tokenizer):
+    data, _ = _datamodule(tokenizer, ["x", "y"], calibration="none", teacher=TeacherConfig(note=False))
+    assert (data.revision.calibration, data.revision.teacher.note, data.revision.max_completion_tokens) == (
+        "none",
+        False,
+        64,
+    )
 
 
-def test_none_keeps_the_rollouts_and_the_demo_confidence(tokenizer):
-    texts = ["Answer: 0\nConfidence: 0.90"] * 2
-    data, prompts = _module(tokenizer, texts, calibration="none")
-    epoch = data.build_epoch(None, tokenizer, prompts, epoch=0)
-    example = epoch.examples[0]
-    assert _decode(tokenizer, example.completion) == texts[0] + "<|im_end|>"
-    teacher = _decode(tokenizer, example.teacher_prompt)
-    assert "Confidence: 1.00" in teacher and "empirical confidence" not in teacher
-
-
-def test_correct_solution_uses_a_verified_rollout_or_falls_back(tokenizer):
-    texts = ["Answer: 0\nConfidence: 0.3", "Answer: 999\nConfidence: 0.8"]
-    data, prompts = _module(tokenizer, texts, teacher=TeacherConfig(template="correct_solution"))
-    prompts[0].reference = 999
-    epoch = data.build_epoch(None, tokenizer, prompts, epoch=0)
-    with_correct = _decode(tokenizer, epoch.examples[0].teacher_prompt)
-    assert "Correct solution:\nAnswer: 999\nConfidence: 0.50" in with_correct
-    fallback = _decode(tokenizer, epoch.examples[2].teacher_prompt)
-    assert "This is an example for a response to the question:" in fallback  # no correct rollout: demonstration
-
-
-def test_correct_solution_can_skip_prompts_without_a_correct_rollout(tokenizer):
-    teacher = TeacherConfig(template="correct_solution", no_correct_rollout="skip")
-    data, prompts = _module(tokenizer, ["Answer: 0", "Answer: 1"], teacher=teacher)
-    prompts[1].reference = 1
-    # Prompts 0 and 2 have no correct rollout: skipped. Prompt 1's one correct rollout has no *other* correct one to
-    # show its teacher: dropped; the wrong one sees it.
-    examples = data.build_epoch(None, tokenizer, prompts, epoch=0).examples
-    assert len(examples) == 1 and "Correct solution:\nAnswer: 1\n" in _decode(tokenizer, examples[0].teacher_prompt)
-
-
-# Four rollouts, two of them correct for reference 999 (the first and the third), told apart by their first line.
-GROUP = [
-    "first\nAnswer: 999\nConfidence: 0.3",
-    "second\nAnswer: 0\nConfidence: 0.1",
-    "third\nAnswer: 999\nConfidence: 0.6",
-    "fourth\nAnswer: 5\nConfidence: 0.2",
-]
-
-
-def _evidence_of(tokenizer, example):
-    # The rollout the teacher prompt shows, by its first line.
-    teacher = _decode(tokenizer, example.teacher_prompt)
-    if "Correct solution:\n" not in teacher:
-        return "demo" if "This is an example for a response to the question:" in teacher else None
-    return teacher.split("Correct solution:\n", 1)[1].split("\n", 1)[0]
-
-
-@pytest.mark.parametrize("calibration", ["empirical", "none"])
-def test_correct_solution_never_shows_a_completion_its_own_text(tokenizer, calibration):
-    teacher = TeacherConfig(template="correct_solution")
-    data, prompts = _module(tokenizer, GROUP, teacher=teacher, calibration=calibration)
-    prompts[0].reference = 999
-    examples = data.build_epoch(None, tokenizer, prompts[:1], epoch=0).examples
-    assert [_evidence_of(tokenizer, e) for e in examples] == ["third", "third", "first", "first"]
-    teachers = [_decode(tokenizer, e.teacher_prompt) for e in examples]
-    if calibration == "none":  # each evidence keeps the confidence it stated; the sampled tokens are kept
-        assert "Confidence: 0.60" in teachers[0] and "Confidence: 0.30" in teachers[2]
-        assert [_decode(tokenizer, e.completion) for e in examples] == [t + "<|im_end|>" for t in GROUP]
-    else:
-        assert all("Correct solution:\n" in t and "Confidence: 0.50" in t for t in teachers)
-
-
-# "third" (correct) then "second" (wrong): "second" sees "third"; "third" never sees its own text.
-@pytest.mark.parametrize("fallback, expected", [("demo", ["demo", "third"]), ("skip", ["third"])])
-def test_the_lone_correct_rollout_falls_back_or_is_dropped(tokenizer, fallback, expected):
-    teacher = TeacherConfig(template="correct_solution", no_correct_rollout=fallback)
-    data, prompts = _module(tokenizer, [GROUP[2], GROUP[1]], teacher=teacher)
-    prompts[0].reference = 999
-    examples = data.build_epoch(None, tokenizer, prompts[:1], epoch=0).examples
-    assert [_evidence_of(tokenizer, e) for e in examples] == expected
-    assert all(e.p_acc == 0.5 for e in examples)  # P_acc counts the dropped completion
-
-
-def test_revised_completions_are_capped_at_max_new_tokens(tokenizer):
-    texts = ["0+0 is zero, since adding nothing changes nothing\nAnswer: 0\nConfidence: 1.00", "Answer: 0"]
-    data, prompts = _module(tokenizer, texts, max_new_tokens=20)
-    prompts[0].reference = 0
-    examples = data.build_epoch(None, tokenizer, prompts[:1], epoch=0).examples
-    capped, short = (_decode(tokenizer, e.completion) for e in examples)
-    assert len(examples[0].completion) == 20 and capped.endswith("\nConfidence: 1.00<|im_end|>")
-    assert texts[0].startswith(capped.removesuffix("\nConfidence: 1.00<|im_end|>"))
-    assert short == "Answer: 0\nConfidence: 1.00<|im_end|>"
+def test_an_engine_without_a_student_says_how_to_give_it_one():
+    shared = SharedEngine(RolloutConfig())
+    with pytest.raises(RuntimeError, match="shared_engine=data.shared_engine"):
+        shared.synced()
 
 
 def test_epoch_prompts_are_seeded_and_split_across_ranks(tokenizer):
-    data, _ = _module(tokenizer, ["x"], prompts_per_epoch=10)
+    data, _ = _datamodule(tokenizer, ["x"], prompts_per_epoch=10)
     assert [e.id for e in data.epoch_prompts(3)] == [e.id for e in data.epoch_prompts(3)]
     assert [e.id for e in data.epoch_prompts(3)] != [e.id for e in data.epoch_prompts(4)]
     ranks = [data.epoch_prompts(3, rank, 3) for rank in range(3)]
     assert all(len(r) == 3 for r in ranks)
     assert len({e.id for r in ranks for e in r}) == 9
+
+
+def test_train_rows_without_demonstrations_fail_the_checks_that_need_them():
+    task = ArithmeticTask(levels=["2+1"], ood_levels=[], num_train=4, num_val=2, num_test=2)
+    for example in task.split("train"):
+        example.demonstration = None
+    with pytest.raises(UsageError, match="data.teacher.template='demo' needs a demonstration"):
+        check_fit_data(task, TeacherConfig())
+    check_fit_data(task, TeacherConfig(template="correct_solution", no_correct_rollout="skip"))  # needs none
+    with pytest.raises(UsageError, match="model.warm_start trains on demonstrations, but 4 of 4 train rows"):
+        check_warm_start_data(task)
 
 
 def test_bad_settings_name_the_key():

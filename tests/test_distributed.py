@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import torch
-from test_cli import small_config
+from helpers import small_config
 
 
 @pytest.mark.slow

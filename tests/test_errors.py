@@ -105,8 +105,8 @@ ROWS = {
     "bad_choice": (
         [*FIT, "--model.loss.divergence", "kl"],
         None,
-        "caopd_pl fit: error: model.loss.divergence: Expected a typing.Literal['reverse', 'forward', 'jsd']. Got "
-        "value: kl (every option: python -m caopd_pl fit --help)",
+        "caopd_pl fit: error: model.loss.divergence='kl' is not a registered divergence; choose one of ['reverse', "
+        "'forward', 'jsd'] or define a Divergence subclass",
     ),
     "missing_demonstrations": (
         FIT,

@@ -10,10 +10,15 @@ import yaml
 
 from caopd_pl.__main__ import main
 from caopd_pl.cli import cli_main
+from caopd_pl.data import collate_prompts
+from caopd_pl.datamodule import SharedEngine
+from caopd_pl.files import write_jsonl
 from caopd_pl.models.loading import ModelConfig
 from caopd_pl.models.tiny import TinyModelConfig
-from caopd_pl.module import CaOPDModule, _write_jsonl
+from caopd_pl.module import CaOPDModule
 from caopd_pl.rollout.base import RolloutConfig
+from caopd_pl.tasks.arithmetic import ArithmeticTask
+from caopd_pl.templates import prompt_ids
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = TinyModelConfig(hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=64)
@@ -58,13 +63,42 @@ def test_bad_evaluation_setting_names_the_key(key, value):
 
 
 def test_records_with_numpy_references_are_written_as_plain_json(tmp_path):
+    # test and predict write their records through caopd_pl.files.write_jsonl
     import numpy as np
 
     path = tmp_path / "records.jsonl"
-    _write_jsonl(path, [{"id": "a", "reference": np.int64(3), "options": np.array(["A", "B"]), "tags": {"x"}}])
+    write_jsonl(path, [{"id": "a", "reference": np.int64(3), "options": np.array(["A", "B"]), "tags": {"x"}}])
     assert read_jsonl(path) == [{"id": "a", "reference": 3, "options": ["A", "B"], "tags": ["x"]}]
     with pytest.raises(TypeError, match="object"):
-        _write_jsonl(path, [{"reference": object()}])
+        write_jsonl(path, [{"reference": object()}])
+
+
+def test_the_module_answers_with_the_task_and_engine_it_was_given_no_trainer_needed():
+    task = ArithmeticTask(levels=["1+1"], ood_levels=[], num_train=4, num_val=2, num_test=3)
+    shared = SharedEngine(RolloutConfig(num_samples=4, temperature=0.7, max_new_tokens=2))
+    module = CaOPDModule(ModelConfig(tiny=TINY), eval_max_new_tokens=6, task=task, shared_engine=shared)
+    examples = task.split("test")
+    batch = collate_prompts([(prompt_ids(module.tokenizer, e.student_messages()), e) for e in examples])
+    records = module.answer(batch)
+
+    assert type(shared.engine).__name__ == "HFEngine"  # created on first use, from data.rollout's engine
+    assert [(r["id"], r["reference"]) for r in records] == [(e.id, e.reference) for e in examples]
+    verdicts = task.verifier.verify_batch([r["completion"] for r in records], [e.reference for e in examples])
+    assert [(r["correct"], r["detail"]) for r in records] == [(v.correct, v.detail) for v in verdicts]
+    lengths = [len(module.tokenizer(r["completion"], add_special_tokens=False)["input_ids"]) for r in records]
+    assert max(lengths) > 2 and max(lengths) <= 6  # evaluation's length, not the rollouts'
+
+
+def test_a_module_built_without_task_or_engine_says_what_evaluation_needs():
+    task = ArithmeticTask(levels=["1+1"], ood_levels=[], num_train=4, num_val=2, num_test=2)
+    module = CaOPDModule(ModelConfig(tiny=TINY))
+    batch = collate_prompts([(prompt_ids(module.tokenizer, e.student_messages()), e) for e in task.split("test")])
+    with pytest.raises(RuntimeError, match="shared_engine=data.shared_engine"):
+        module.answer(batch)
+    module.shared_engine = SharedEngine(RolloutConfig())
+    module.shared_engine.bind(module.student, module.tokenizer)
+    with pytest.raises(RuntimeError, match="no task .* task=data.task"):
+        module.answer(batch)
 
 
 @pytest.mark.slow
@@ -95,6 +129,8 @@ def test_predict_then_verify_then_report(tmp_path):
         assert main(["report", "--input", str(judged), "--out", str(tmp_path / name)]) == 0
         metrics = json.loads((tmp_path / name / "metrics.json").read_text())
         assert metrics.pop("malformed_lines") == 0
+        # report also tallies verify's verdict statuses; the exact verifier neither times out nor fails
+        assert (metrics.pop("timeouts"), metrics.pop("verifier_errors")) == (0, 0)
         assert metrics == json.loads(test_metrics.read_text())  # report reproduces test's own metrics
         assert metrics["n"] == 8
         assert metrics["accuracy"] == sum(r["correct"] for r in records) / 8

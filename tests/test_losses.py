@@ -3,11 +3,19 @@ import torch
 import torch.nn.functional as F
 
 import caopd_pl.losses
-from caopd_pl.losses import chunked_divergence, masked_mean_divergence, token_divergence
+from caopd_pl.losses import Divergence, LossConfig, chunked_divergence, masked_mean_divergence, token_divergence
 from caopd_pl.models.loading import final_hidden_states
-from caopd_pl.module import CaOPDModule, LossConfig
+from caopd_pl.module import CaOPDModule
 
 KINDS = ["reverse", "forward", "jsd"]
+
+
+@pytest.fixture(params=["closed_form", "autograd"])
+def gradient_path(request, monkeypatch):
+    """Each chunk's logit gradient by the built-ins' closed form, or by autograd (the path of a new divergence)."""
+    if request.param == "autograd":
+        monkeypatch.setattr(Divergence, "has_closed_form", classmethod(lambda cls: False))
+    return request.param
 
 
 def reference_divergence(student_logits, teacher_logits, kind, beta=0.5):
@@ -48,7 +56,7 @@ def test_divergence_is_zero_for_identical_inputs(kind):
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("chunk_size", [1, 8, 45, 1000])
-def test_chunked_matches_unchunked_values_and_gradients(kind, chunk_size):
+def test_chunked_matches_unchunked_values_and_gradients(kind, chunk_size, gradient_path):
     # float64 on both sides: the comparison checks the algebra (chunking, closed-form gradients), not float32
     # rounding, whose size depends on the machine's BLAS kernels and thread count.
     hidden, weight, teacher_hidden, teacher_weight = _inputs(dtype=torch.float64)
@@ -62,7 +70,7 @@ def test_chunked_matches_unchunked_values_and_gradients(kind, chunk_size):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_float32_chunked_loss_is_as_accurate_as_float32_naive(kind):
+def test_float32_chunked_loss_is_as_accurate_as_float32_naive(kind, gradient_path):
     # Against a float64 reference, the float32 chunked loss may err by no more than a small multiple of what the
     # float32 naive loss errs, with a floor of a few ulps of the largest value: a tolerance that follows the dtype
     # and the size of the reduction instead of a constant tuned on one machine.
@@ -139,7 +147,7 @@ def test_mismatched_masks_and_bad_settings_raise():
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("temperature", [0.5, 2.0])
-def test_temperature_divides_both_models_logits(kind, temperature):
+def test_temperature_divides_both_models_logits(kind, temperature, gradient_path):
     hidden, weight, teacher_hidden, teacher_weight = _inputs(dtype=torch.float64)
     got = chunked_divergence(hidden, weight, teacher_hidden, teacher_weight, kind, 0.3, 8, temperature)
     grads = torch.autograd.grad(got, [hidden, weight])
@@ -219,7 +227,7 @@ def _assert_float32_accurate(got, inputs, kind):
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
-def test_low_precision_loss_and_gradients_match_float64_reference(kind, dtype, monkeypatch):
+def test_low_precision_loss_and_gradients_match_float64_reference(kind, dtype, monkeypatch, gradient_path):
     monkeypatch.setattr(caopd_pl.losses, "_CAST_BLOCK", 10)  # half-precision weights are upcast in 10 blocks
     inputs = _rounded(dtype)
     hidden, weight, teacher_hidden, teacher_weight = [t.clone() for t in inputs]
@@ -231,7 +239,7 @@ def test_low_precision_loss_and_gradients_match_float64_reference(kind, dtype, m
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_autocast_bf16_hidden_with_float32_weights_is_float32_accurate(kind):
+def test_autocast_bf16_hidden_with_float32_weights_is_float32_accurate(kind, gradient_path):
     # bf16-mixed: the transformer runs under autocast and hands the loss bf16 hidden states, while the output
     # embedding stays a float32 master weight whose gradient must stay float32.
     inputs = _rounded(torch.float32, hidden_dtype=torch.bfloat16)

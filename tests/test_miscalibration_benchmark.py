@@ -1,10 +1,12 @@
-"""The miscalibration benchmark's bookkeeping: per-seed aggregation and the per-level breakdown."""
+"""The miscalibration benchmark's bookkeeping: per-seed aggregation, the per-level breakdown, its runs' folders and
+its evaluation cache."""
 
 import importlib.util
 import math
 from pathlib import Path
 
 import pytest
+from helpers import small_config
 
 _PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "miscalibration.py"
 _SPEC = importlib.util.spec_from_file_location("miscalibration", _PATH)
@@ -42,3 +44,19 @@ def test_by_level_groups_accuracy_and_stated_confidence():
     }
     table = miscalibration.level_markdown({"caopd": {"test": levels}}, "test")
     assert "| 2+2 | 0.50 / 0.80 |" in table.splitlines()
+
+
+def test_build_writes_under_its_root_for_a_config_that_names_no_logger(tmp_path):
+    # configs/quickstart.yaml names no logger: the benchmark must not depend on one (it used to set its save_dir).
+    experiment = miscalibration.build(str(small_config(tmp_path)), tmp_path / "run", [], [])
+    assert Path(experiment.trainer.log_dir).is_relative_to(tmp_path / "run")
+    assert not experiment.trainer.checkpoint_callbacks  # the benchmark saves the models it needs itself
+
+
+def test_evaluation_is_written_once_and_read_back(tmp_path, monkeypatch):
+    config = str(small_config(tmp_path))
+    records = miscalibration.evaluate(config, tmp_path, Path("tiny"), "base", "ood")
+    assert len(records) == 8 and {"id", "correct", "confidence"} <= set(records[0])
+    monkeypatch.setattr(miscalibration, "build", None)  # a cached evaluation builds nothing
+    assert miscalibration.evaluate(config, tmp_path, Path("tiny"), "base", "ood") == records
+    assert (tmp_path / "eval" / "base_ood.jsonl").is_file()

@@ -14,6 +14,7 @@ import yaml
 import caopd_pl.module
 from caopd_pl.__main__ import main
 from caopd_pl.continual.config import load_config
+from caopd_pl.pipeline import config_args
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = sorted((ROOT / "configs" / "paper").glob("*.yaml"))
@@ -97,11 +98,11 @@ def test_continual_paper_config_loads_and_every_stage_parses(path, capsys, tmp_p
     fit_config = ROOT / config.fit_config
     assert fit_config.parent == ROOT / "configs" / "paper"
     for stage in config.stages:
-        # As the continual runner does: the fit config with the stage's task, then the global and stage overrides.
+        # As the continual runner does: the fit config with the stage's task, the global then the stage overrides.
         raw = yaml.safe_load(fit_config.read_text())
         raw["data"]["task"] = stage.task
         stage_config = tmp_path / f"{stage.name}.yaml"
         stage_config.write_text(yaml.safe_dump(raw))
-        resolved = print_config(capsys, "--config", str(stage_config), *config.overrides, *stage.overrides)
+        resolved = print_config(capsys, *config_args(stage_config, config.overrides, stage.overrides))
         assert resolved["data"]["task"]["class_path"] == stage.task["class_path"]
         assert resolved["model"]["scheduler"]["init_args"]["total_steps"] == resolved["trainer"]["max_epochs"]

@@ -1,19 +1,25 @@
 """Every command in the README runs as written after the two set-up commands: its files exist and its arguments parse.
 
 Commands are the lines of the README's ``bash`` blocks and the ``$ `` lines of its plain blocks (``&&`` splits a
-line into commands; ``# ...`` comments and leading ``NAME=value`` settings are dropped). Each is checked without
-running it: Lightning commands with ``--print_config`` (every key and type checked, nothing built), argparse tools
-and benchmarks by running their ``main`` up to the end of argument parsing.
+line into commands; ``# ...`` comments are dropped), as ``scripts/readme_commands.py`` reads them: the list
+``scripts/readme_check.sh`` runs (CI). Each is checked here without running it (leading ``NAME=value`` settings
+dropped): Lightning commands with ``--print_config`` (every key and type checked, nothing built), argparse tools and
+benchmarks by running their ``main`` up to the end of argument parsing. Each must be listed to run or declared not
+run with a reason; the check script itself is run here on a README of stub commands.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import re
 import shlex
+import shutil
+import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -23,23 +29,16 @@ REPO = Path(__file__).resolve().parents[1]
 PYTHON = ".venv/bin/python"
 
 
-def readme_commands() -> list[str]:
-    """The README's commands, in order."""
-    commands = []
-    for language, body in re.findall(r"```(\w*)\n(.*?)```", (REPO / "README.md").read_text(), re.S):
-        if language == "bash":
-            lines = body.splitlines()
-        elif language == "":
-            lines = [line[2:] for line in body.splitlines() if line.startswith("$ ")]
-        else:
-            continue
-        for line in lines:
-            line = re.sub(r"(^|\s+)#.*$", "", line).strip()
-            commands += [part.strip() for part in line.split("&&") if part.strip()]
-    return commands
+def _load_readme_commands() -> ModuleType:
+    """``scripts/readme_commands.py`` (not a package: the check script runs it with the system ``python3``)."""
+    spec = importlib.util.spec_from_file_location("readme_commands", REPO / "scripts" / "readme_commands.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-COMMANDS = readme_commands()
+readme = _load_readme_commands()
+COMMANDS = readme.readme_commands()
 
 
 class Parsed(Exception):
@@ -54,6 +53,19 @@ def parse_only(monkeypatch):
         raise Parsed(parse_args(self, args, namespace))
 
     monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_then_stop)
+    # Tools whose parser is jsonargparse's (continual) stop there too; the Lightning commands stop at --print_config.
+    from jsonargparse import ArgumentParser as JsonParser
+    from lightning.pytorch.cli import LightningArgumentParser
+
+    json_parse_args = JsonParser.parse_args
+
+    def json_parse_then_stop(self, *args, **kwargs):
+        parsed = json_parse_args(self, *args, **kwargs)
+        if isinstance(self, LightningArgumentParser):
+            return parsed
+        raise Parsed(parsed)
+
+    monkeypatch.setattr(JsonParser, "parse_args", json_parse_then_stop)
     monkeypatch.chdir(REPO)
 
 
@@ -117,3 +129,137 @@ def _parse_script(path: Path, args: list[str], command: str) -> None:
             module.main()
     finally:
         sys.argv = argv
+
+
+def test_every_readme_command_is_run_or_declared_with_a_reason():
+    unlisted = [command for kind, command, _ in readme.plan(COMMANDS) if kind == "unlisted"]
+    assert not unlisted, f"add each to RUN or DECLARED in scripts/readme_commands.py: {unlisted}"
+    assert all(reason.strip() for reason in readme.DECLARED.values())
+
+
+def test_the_lists_name_only_commands_the_readme_has():
+    assert not set(readme.RUN) & set(readme.DECLARED), "a command is either run or declared, not both"
+    stale = [command for command in (*readme.RUN, *readme.DECLARED) if command not in COMMANDS]
+    assert not stale, f"no longer in the README, remove from scripts/readme_commands.py: {stale}"
+
+
+def test_ci_runs_the_readme_check():
+    lines = [line.strip() for line in (REPO / ".ci" / "run").read_text().splitlines()]
+    assert "bash scripts/readme_check.sh" in lines
+
+
+# ---- scripts/readme_check.sh on a README of stub commands ----------------------------------------------------------
+
+STUB_README = """# stub
+
+```bash
+.venv/bin/python -m caopd_pl verifiers  # a comment
+.venv/bin/python -m caopd_pl fit --config configs/quickstart.yaml
+```
+
+```
+$ OMP_NUM_THREADS=1 .venv/bin/python benchmarks/kl_memory.py --dtype float32 bfloat16
+```
+
+```bash
+.venv/bin/python -m caopd_pl verifiers
+.venv/bin/ruff check . && .venv/bin/ruff format --check .
+```
+"""
+STUB_DECLARED = "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/kl_memory.py --dtype float32 bfloat16"
+FAILING_RUFF = """#!/usr/bin/env bash
+echo "ruff $*" >> calls.txt
+if [ "$1" = check ]; then for i in $(seq 1 60); do echo "ruff output line $i"; done; exit 3; fi
+"""
+
+
+def _stub_repo(tmp_path: Path, readme_text: str, ruff: str) -> Path:
+    """A copy of the check scripts beside ``readme_text`` as README.md, with stub ``.venv`` programs that log calls."""
+    (tmp_path / "scripts").mkdir()
+    for name in ("readme_check.sh", "readme_commands.py"):
+        shutil.copy(REPO / "scripts" / name, tmp_path / "scripts" / name)
+    (tmp_path / "README.md").write_text(readme_text)
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    programs = {"python": '#!/usr/bin/env bash\necho "python $*" >> calls.txt\necho "stub python ran"\n', "ruff": ruff}
+    for name, text in programs.items():
+        (tmp_path / ".venv" / "bin" / name).write_text(text)
+        (tmp_path / ".venv" / "bin" / name).chmod(0o755)
+    return tmp_path
+
+
+def _check(root: Path, **env: str) -> subprocess.CompletedProcess:
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("READMECHECK_")}
+    return subprocess.run(
+        ["bash", "scripts/readme_check.sh"], cwd=root, env={**environment, **env}, capture_output=True, text=True
+    )
+
+
+def test_readme_check_runs_each_command_once_in_order_and_times_it(tmp_path):
+    root = _stub_repo(tmp_path, STUB_README, ruff='#!/usr/bin/env bash\necho "ruff $*" >> calls.txt\n')
+    done = _check(root)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (root / "calls.txt").read_text().splitlines() == [
+        "python -m caopd_pl verifiers",  # once: the README's repeat is not run again
+        "python -m caopd_pl fit --config configs/quickstart.yaml",
+        "ruff check .",
+        "ruff format --check .",
+    ]  # the declared kl_memory benchmark did not run
+    table = done.stdout[done.stdout.index("seconds  status") :]
+    assert re.search(r"\n +1 +\d+\.\d +ok +\.venv/bin/python -m caopd_pl verifiers\n", table)
+    assert re.search(r"\n +4 +- +same as #1, run once +\.venv/bin/python -m caopd_pl verifiers\n", table)
+    assert re.search(r"\n +3 +- +not run \(see below\) +OMP_NUM_THREADS=1 \.venv/bin/python benchmarks/kl", table)
+    assert readme.DECLARED[STUB_DECLARED] in done.stdout
+    assert "readme_check: passed" in done.stdout
+    assert [path.name for path in sorted((root / "runs" / "readme_check").iterdir())] == [
+        "01.log",
+        "02.log",
+        "05.log",
+        "06.log",
+    ]
+
+
+def test_readme_check_stops_at_the_first_failure_naming_it_with_its_last_lines(tmp_path):
+    root = _stub_repo(tmp_path, STUB_README, ruff=FAILING_RUFF)
+    done = _check(root)
+    assert done.returncode == 1
+    assert "readme_check: FAILED [5] $ .venv/bin/ruff check .\n" in done.stdout
+    assert "exit status 3 after" in done.stdout
+    summary = done.stdout[done.stdout.index("readme_check: FAILED") :]
+    assert "  | ruff output line 60" in summary and "  | ruff output line 21" in summary
+    assert "ruff output line 20\n" not in summary  # the last 40 lines, not all of them
+    assert re.search(r"\n +5 +\d+\.\d +FAILED \(exit 3\) +\.venv/bin/ruff check \.\n", summary)
+    assert "ruff format" not in (root / "calls.txt").read_text()  # nothing after the failure ran
+
+
+def test_readme_check_refuses_a_command_neither_run_nor_declared(tmp_path):
+    root = _stub_repo(tmp_path, STUB_README + "\n```bash\n.venv/bin/python -m caopd_pl unheard-of\n```\n", ruff="")
+    done = _check(root)
+    assert done.returncode == 1
+    assert "readme_check: not listed: .venv/bin/python -m caopd_pl unheard-of" in done.stderr
+    assert not (root / "calls.txt").exists()  # refused before running anything
+
+
+def test_readme_check_dry_run_runs_nothing(tmp_path):
+    root = _stub_repo(tmp_path, STUB_README, ruff="")
+    done = _check(root, READMECHECK_DRY="1")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("would run") == 4
+    assert not (root / "calls.txt").exists()
+    assert "nothing was run" in done.stdout
+
+
+def test_readme_check_reports_a_silent_failure_too(tmp_path):
+    root = _stub_repo(tmp_path, STUB_README, ruff="#!/usr/bin/env bash\nexit 5\n")
+    done = _check(root)
+    assert done.returncode == 1
+    assert re.search(r"\n +5 +\d+\.\d +FAILED \(exit 5\) +\.venv/bin/ruff check \.\n", done.stdout), done.stdout
+
+
+def test_readme_check_refuses_to_run_beside_an_earlier_runs_outputs(tmp_path):
+    root = _stub_repo(tmp_path, STUB_README, ruff="")
+    (root / "runs" / "quickstart" / "checkpoints").mkdir(parents=True)  # a second fit would write last-v1.ckpt
+    done = _check(root)
+    assert done.returncode == 1
+    assert "readme_check: runs/ holds an earlier run's outputs (runs/quickstart);" in done.stderr
+    assert not (root / "calls.txt").exists()
+    assert _check(root, READMECHECK_REUSE_RUNS="1").returncode == 0

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from helpers import small_config
 from lightning.pytorch import Callback
-from test_cli import small_config
 
 from caopd_pl.__main__ import main
 from caopd_pl.cli import cli_main
@@ -234,9 +234,9 @@ def test_resume_samples_no_rollouts_for_the_epoch_its_checkpoint_finished(tmp_pa
     sampled = []
     build_epoch = RolloutDataModule.build_epoch
 
-    def counted(self, student, tokenizer, prompts, epoch, rank=0):
+    def counted(self, prompts, epoch, rank=0):
         sampled.append(epoch)
-        return build_epoch(self, student, tokenizer, prompts, epoch, rank)
+        return build_epoch(self, prompts, epoch, rank)
 
     monkeypatch.setattr(RolloutDataModule, "build_epoch", counted)
     assert main(["fit", "--config", str(small_config(tmp_path, max_epochs=3)), "--ckpt_path", "last"]) == 0

@@ -20,14 +20,14 @@ arguments and results, so programs whose functions take callbacks or return cust
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 from caopd_pl.confidence import strip_confidence
-from caopd_pl.verifiers.base import Verdict, Verifier, safe_verify
+from caopd_pl.verifiers.base import Verdict, safe_verify
+from caopd_pl.verifiers.pooled import PooledVerifier
 from caopd_pl.verifiers.registry import register
 from caopd_pl.verifiers.sandbox import Sandbox, SandboxLimits, SandboxRun
 
@@ -62,7 +62,7 @@ def parse_code_reference(reference: Any) -> dict[str, Any]:
 
 
 @register("code")
-class CodeVerifier(Verifier):
+class CodeVerifier(PooledVerifier):
     """Correct when the completion's program passes the reference tests inside the sandbox."""
 
     def __init__(
@@ -88,17 +88,11 @@ class CodeVerifier(Verifier):
             ValueError: a non-positive ``timeout``, ``workers`` or ``max_chars``.
             RuntimeError: bubblewrap is missing or unusable and ``sandbox`` is ``bwrap``.
         """
-        if timeout <= 0:
-            raise ValueError(f"code verifier: timeout must be > 0 seconds, got {timeout}")
-        if workers is not None and workers < 1:
-            raise ValueError(f"code verifier: workers must be >= 1, got {workers}")
+        super().__init__(timeout, workers)
         if max_chars < 1:
             raise ValueError(f"code verifier: max_chars must be >= 1, got {max_chars}")
         self.max_chars = max_chars
-        self.timeout = timeout
-        self.workers = workers or os.cpu_count() or 1
         self.sandbox = Sandbox(mode=sandbox, python=python, limits=limits)
-        self._pool: ThreadPoolExecutor | None = None
 
     def verify(self, completion: str, reference: Any) -> Verdict:
         if len(completion) > self.max_chars:
@@ -109,25 +103,25 @@ class CodeVerifier(Verifier):
         run = self.sandbox.run(job, self.timeout)
         return _verdict(run, self.timeout)
 
-    def verify_batch(self, completions: Sequence[str], references: Sequence[Any]) -> list[Verdict]:
-        if len(completions) != len(references):
-            raise ValueError(f"got {len(completions)} completions but {len(references)} references")
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="caopd-code")
-        return list(self._pool.map(lambda pair: safe_verify(self, *pair), zip(completions, references)))
+    def _judge(self, completions: Sequence[str], references: Sequence[Any]) -> list[Verdict]:
+        return list(self._workers().map(lambda pair: safe_verify(self, *pair), zip(completions, references)))
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_pool": None}  # pools hold processes/threads: a copy starts its own
+    def _start_pool(self) -> _ThreadPool:
+        return _ThreadPool(self.workers, thread_name_prefix="caopd-code")
+
+
+class _ThreadPool(ThreadPoolExecutor):
+    """Threads that each drive one sandbox at a time; :meth:`close` waits for them and drops what is queued."""
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        self.shutdown(wait=True, cancel_futures=True)
 
 
 def _verdict(run: SandboxRun, timeout: float) -> Verdict:
+    # The candidate's own failures (wrong output, too much output, a killed harness) are wrong answers; running out
+    # of time is a timeout, and a sandbox that never started is the verifier's error.
     if run.timed_out:
-        return Verdict(False, f"failed: time limit ({timeout:g} s) exceeded")
+        return Verdict.timeout(f"failed: time limit ({timeout:g} s) exceeded")
     if run.output_exceeded:
         return Verdict(False, "failed: output limit exceeded")
     if run.passed:
@@ -136,5 +130,5 @@ def _verdict(run: SandboxRun, timeout: float) -> Verdict:
         return Verdict(False, "failed: " + run.verdict[5:][:500])
     tail = run.output.strip()[-300:]
     if not run.started:  # known from bwrap's own report, not from output the candidate could have written
-        return Verdict(False, f"error: the sandbox could not start: {tail}")
+        return Verdict.error(f"error: the sandbox could not start: {tail}")
     return Verdict(False, f"failed: the test harness was killed (exit {run.returncode}){': ' + tail if tail else ''}")

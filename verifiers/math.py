@@ -11,13 +11,12 @@ Answer rule (:func:`extract_math_answer`), applied to the completion without its
 Both sides are parsed by math-verify as ``\\boxed{answer}`` and compared with ``math_verify.verify``; a string-equal
 answer is accepted without parsing. math-verify's own timeouts rely on ``signal.alarm``, which fails outside a main
 thread and cannot interrupt C code (``9^{9^{9^9}}``), so parsing runs in a :class:`DeadlinePool`: each item has a
-hard deadline, after which its worker is killed and the verdict is ``timeout: ...`` (counted by ``timeouts``).
+hard deadline, after which its worker is killed and the verdict's status is ``timeout`` (counted by ``timeouts``).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import re
 import resource
 from collections.abc import Sequence
@@ -25,8 +24,9 @@ from functools import lru_cache
 from typing import Any
 
 from caopd_pl.confidence import strip_confidence
-from caopd_pl.verifiers.base import Verdict, Verifier
-from caopd_pl.verifiers.deadline_pool import DeadlinePool
+from caopd_pl.verifiers.base import Verdict
+from caopd_pl.verifiers.deadline_pool import DeadlinePool, Status
+from caopd_pl.verifiers.pooled import PooledVerifier
 from caopd_pl.verifiers.registry import register
 
 MAX_ANSWER_CHARS = 1000
@@ -122,7 +122,7 @@ class _Init:
 
 # ---------------------------------------------------------------------------------------------- verifier
 @register("math")
-class MathVerifier(Verifier):
+class MathVerifier(PooledVerifier):
     """Correct when the final answer equals the reference under math-verify."""
 
     def __init__(self, timeout: float = 5.0, workers: int | None = None, memory_mb: int = 2048) -> None:
@@ -136,14 +136,8 @@ class MathVerifier(Verifier):
         Raises:
             ValueError: a non-positive ``timeout`` or ``workers``.
         """
-        if timeout <= 0:
-            raise ValueError(f"math verifier: timeout must be > 0 seconds, got {timeout}")
-        if workers is not None and workers < 1:
-            raise ValueError(f"math verifier: workers must be >= 1, got {workers}")
-        self.timeout = timeout
-        self.workers = workers or os.cpu_count() or 1
+        super().__init__(timeout, workers)
         self.memory_mb = memory_mb
-        self._pool: DeadlinePool | None = None
 
     @property
     def timeouts(self) -> int:
@@ -153,9 +147,7 @@ class MathVerifier(Verifier):
     def verify(self, completion: str, reference: Any) -> Verdict:
         return self.verify_batch([completion], [reference])[0]
 
-    def verify_batch(self, completions: Sequence[str], references: Sequence[Any]) -> list[Verdict]:
-        if len(completions) != len(references):
-            raise ValueError(f"got {len(completions)} completions but {len(references)} references")
+    def _judge(self, completions: Sequence[str], references: Sequence[Any]) -> list[Verdict]:
         verdicts: list[Verdict | None] = []
         jobs: list[tuple[int, tuple[str, str]]] = []
         for index, (completion, reference) in enumerate(zip(completions, references)):
@@ -168,18 +160,8 @@ class MathVerifier(Verifier):
                 verdicts[index] = _verdict(pair[0], status, value)
         return verdicts  # type: ignore[return-value]
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_pool": None}  # pools hold processes/threads: a copy starts its own
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None
-
-    def _workers(self) -> DeadlinePool:
-        if self._pool is None:
-            self._pool = DeadlinePool(compare, self.workers, self.timeout, initializer=_Init(self.memory_mb))
-        return self._pool
+    def _start_pool(self) -> DeadlinePool:
+        return DeadlinePool(compare, self.workers, self.timeout, initializer=_Init(self.memory_mb))
 
 
 def _triage(completion: Any, reference: Any) -> tuple[Verdict | None, tuple[str, str] | None]:
@@ -187,7 +169,7 @@ def _triage(completion: Any, reference: Any) -> tuple[Verdict | None, tuple[str,
     if isinstance(reference, dict):
         reference = reference.get("answer")
     if reference is None or isinstance(reference, bool) or not isinstance(reference, (str, int, float)):
-        return Verdict(False, f"error: a math reference is a string or number, got {type(reference).__name__}"), None
+        return Verdict.error(f"error: a math reference is a string or number, got {type(reference).__name__}"), None
     answer = extract_math_answer(completion)
     if answer is None:
         return Verdict(False, "no answer found"), None
@@ -197,9 +179,9 @@ def _triage(completion: Any, reference: Any) -> tuple[Verdict | None, tuple[str,
     return None, (answer, reference)
 
 
-def _verdict(answer: str, status: str, value: Any) -> Verdict:
+def _verdict(answer: str, status: Status, value: Any) -> Verdict:
     if status == "ok":
         return Verdict(bool(value), f"answer={answer[:200]}")
     if status == "timeout":
-        return Verdict(False, f"{value} (answer={answer[:100]})")
-    return Verdict(False, f"error: {value}")
+        return Verdict.timeout(f"{value} (answer={answer[:100]})")
+    return Verdict.error(f"error: {value}")

@@ -1,56 +1,50 @@
 """``python -m caopd_pl continual``: run (or resume) a continual-learning sequence and compare calibrations.
 
-Reads a ``configs/continual/*.yaml`` (see :mod:`caopd_pl.continual.config`) and runs
+Reads a ``configs/continual/*.yaml`` with the jsonargparse parser of :mod:`caopd_pl.continual.config` (every field
+of the config is also an option: ``--out DIR``, ``--seed 3``) and runs
 :class:`caopd_pl.continual.runner.ContinualRunner`. Re-running the same command resumes a killed run: finished
 stages and evaluations are reused. Exit status 0 on success, 2 on a bad configuration. The runner (and with it
-torch and Lightning) loads only after the arguments parse, so ``--help`` is instant.
+torch and Lightning) loads only after the arguments parse, so ``--help`` and a bad config answer at once.
 """
 
 from __future__ import annotations
 
-import argparse
+import sys
 import time
-from pathlib import Path
 
+from jsonargparse import ArgumentParser, set_parsing_settings
+
+from caopd_pl.continual.config import build_parser as config_parser
+from caopd_pl.continual.config import from_namespace, parse_args
 from caopd_pl.errors import UsageError
 
-EXAMPLE = "configs/continual/quick.yaml"
+CALIBRATIONS = ("none", "empirical")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m caopd_pl continual",
-        description="Train a task sequence stage after stage; measure accuracy and calibration retention.",
-    )
-    parser.add_argument("--config", required=True, help=f"a continual YAML, e.g. {EXAMPLE}")
-    parser.add_argument("--out", default=None, help="run directory (default: the config's `out`)")
+def build_parser() -> ArgumentParser:
+    """The continual config's parser, plus ``--calibration`` (which calibrations of it to run now)."""
+    set_parsing_settings(docstring_parse_attribute_docstrings=True)  # --help shows each field's docstring
+    parser = config_parser()
     parser.add_argument(
         "--calibration",
-        choices=["none", "empirical"],
         action="append",
         default=None,
-        help="run only this data.calibration (repeatable; default: the config's `calibrations`)",
+        help="run only this data.calibration, none or empirical (repeatable; default: the config's calibrations)",
     )
-    # Test hook: SIGKILL the process during the training of this stage (tests/continual/test_continual_resume.py).
-    parser.add_argument("--kill-during", default=None, help=argparse.SUPPRESS)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command; returns the exit status."""
-    args = build_parser().parse_args(argv)
-    if not Path(args.config).is_file():
-        raise UsageError(f"--config={args.config!r}: no such file; give a continual YAML such as {EXAMPLE}")
-    from caopd_pl.continual.config import load_config
-
-    try:
-        config = load_config(args.config, out=args.out)
-    except (ValueError, TypeError, FileNotFoundError) as err:
-        raise UsageError(f"--config={args.config!r}: {err}") from err
+    namespace = parse_args(build_parser(), sys.argv[1:] if argv is None else list(argv))
+    config, calibrations = from_namespace(namespace), namespace.calibration
+    bad = [value for value in calibrations or [] if value not in CALIBRATIONS]
+    if bad:
+        raise UsageError(f"--calibration={bad[0]!r}: not a calibration; use none or empirical")
     from caopd_pl.continual.runner import ContinualRunner, comparison_markdown
 
     started = time.perf_counter()
-    summaries = ContinualRunner(config, kill_during=args.kill_during).run(args.calibration)
+    summaries = ContinualRunner(config).run(calibrations)
     if len(summaries) == 1:
         print(comparison_markdown({name: summary["derived"] for name, summary in summaries.items()}))
     print(f"[continual] done in {time.perf_counter() - started:.0f} s; results under {config.out}")
@@ -58,6 +52,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    import sys
-
     sys.exit(main())

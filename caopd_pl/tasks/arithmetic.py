@@ -16,7 +16,7 @@ import random
 import re
 from collections.abc import Iterator, Sequence
 
-from caopd_pl.tasks.base import Task, TaskExample
+from caopd_pl.tasks.base import GeneratedTask, TaskExample
 
 _LEVEL = re.compile(r"^([1-9])([+\-*])([1-9])$")
 _OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul}
@@ -55,7 +55,7 @@ def make_example(a: int, op: str, b: int, level: str) -> TaskExample:
     )
 
 
-class ArithmeticTask(Task):
+class ArithmeticTask(GeneratedTask):
     """Generated arithmetic prompts, judged by the ``exact`` verifier.
 
     Args:
@@ -84,19 +84,11 @@ class ArithmeticTask(Task):
         self.levels, self.ood_levels = list(levels), list(ood_levels)
         self.sizes = {"train": num_train, "val": num_val, "test": num_test, "ood": num_test if ood_levels else 0}
         self.seed = seed
-        self._splits: dict[str, list[TaskExample]] | None = None
 
     def splits(self) -> tuple[str, ...]:
         return ("train", "val", "test", "ood") if self.ood_levels else ("train", "val", "test")
 
-    def split(self, name: str) -> list[TaskExample]:
-        if name not in self.splits():
-            raise ValueError(f"ArithmeticTask has splits {self.splits()}, not {name!r}")
-        if self._splits is None:
-            self._splits = self._generate()
-        return self._splits[name]
-
-    def _generate(self) -> dict[str, list[TaskExample]]:
+    def generate(self) -> dict[str, list[TaskExample]]:
         rng = random.Random(self.seed)
         splits: dict[str, list[TaskExample]] = {name: [] for name in self.splits()}
         for levels, names in ((self.levels, ("test", "val", "train")), (self.ood_levels, ("ood",))):

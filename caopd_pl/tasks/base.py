@@ -3,6 +3,10 @@
 A task serves named splits (``train``, ``val``, ``test``, and optionally ``ood``). The student's prompt is the
 task's messages with the confidence instruction appended to the last user message; the teacher's privileged
 prompt is built from the same messages by :mod:`caopd_pl.templates`.
+
+A new task is one class: a :class:`GeneratedTask` (examples made in code: implement ``generate``) or a
+:class:`~caopd_pl.tasks.sources.FileTask` (rows from files: implement ``example``, one row to one example); a config
+names it by class path (``data.task.class_path: my_pkg.tasks.MyTask``).
 """
 
 from __future__ import annotations
@@ -64,3 +68,25 @@ class Task(ABC):
     def splits(self) -> tuple[str, ...]:
         """The split names this task can serve."""
         return ("train", "val", "test")
+
+
+class GeneratedTask(Task):
+    """A task whose splits are generated in code, all of them at once (one random stream), on first use.
+
+    Subclasses implement :meth:`generate`; :meth:`split` checks the name and serves the generated lists.
+    """
+
+    def __init__(self, verifier: str | Verifier | dict[str, Any]) -> None:
+        super().__init__(verifier)
+        self._generated: dict[str, list[TaskExample]] | None = None
+
+    @abstractmethod
+    def generate(self) -> dict[str, list[TaskExample]]:
+        """Every split's examples, by split name (called once)."""
+
+    def split(self, name: str) -> list[TaskExample]:
+        if name not in self.splits():
+            raise ValueError(f"{type(self).__name__} has splits {self.splits()}, not {name!r}")
+        if self._generated is None:
+            self._generated = self.generate()
+        return self._generated[name]

@@ -21,46 +21,20 @@ from __future__ import annotations
 from typing import Any
 
 from caopd_pl.confidence import strip_confidence
-from caopd_pl.tasks.base import Task, TaskExample
+from caopd_pl.tasks.base import TaskExample
 from caopd_pl.tasks.science import parse_messages
-from caopd_pl.tasks.sources import SplitSources
-from caopd_pl.verifiers import Verifier
+from caopd_pl.tasks.sources import FileTask
 
 _KNOWN = ("prompt", "messages", "system", "reference", "answer", "demonstration", "id")
 
 
-class JsonlTask(Task):
-    """Problems in the JSONL format of the module docstring, judged by the named verifier."""
+class JsonlTask(FileTask):
+    """Problems in the JSONL format of the module docstring, judged by the named verifier (default ``math``)."""
 
-    def __init__(
-        self,
-        verifier: str | Verifier | dict[str, Any] = "math",
-        train: str | None = None,
-        val: str | None = None,
-        test: str | None = None,
-        ood: str | None = None,
-        limit: int | None = None,
-    ) -> None:
-        """Args:
-        verifier: The judge: a registered name (``math``, ``code``, ``chemistry``, ``tooluse``, ...), a class path,
-            or ``{class_path, init_args}``.
-        train: Source of the train split (JSONL, Parquet, folder or hub name; see :mod:`caopd_pl.tasks.sources`).
-        val: Source of the validation split.
-        test: Source of the test split.
-        ood: Source of an out-of-distribution split.
-        limit: Rows kept per split (None: all).
+    default_verifier = "math"
 
-        Raises:
-            ValueError: no split has a source, or an unknown verifier.
-        """
-        super().__init__(verifier)
-        self.sources = SplitSources({"train": train, "val": val, "test": test, "ood": ood}, limit)
-
-    def splits(self) -> tuple[str, ...]:
-        return self.sources.names()
-
-    def split(self, name: str) -> list[TaskExample]:
-        return [jsonl_example(row, f"{name}:{index}") for index, row in enumerate(self.sources.rows(name))]
+    def example(self, row: dict[str, Any], default_id: str) -> TaskExample:
+        return jsonl_example(row, default_id)
 
 
 def jsonl_example(row: dict[str, Any], default_id: str) -> TaskExample:

@@ -23,9 +23,8 @@ import re
 from typing import Any
 
 from caopd_pl.confidence import strip_confidence
-from caopd_pl.tasks.base import Message, Task, TaskExample
-from caopd_pl.tasks.sources import SplitSources
-from caopd_pl.verifiers import Verifier
+from caopd_pl.tasks.base import Message, TaskExample
+from caopd_pl.tasks.sources import FileTask
 from caopd_pl.verifiers.chemistry import extract_tagged_answer
 
 _OPTION_LETTER = re.compile(r"[A-Za-z]")
@@ -62,37 +61,16 @@ def split_demonstration(messages: list[Message]) -> tuple[list[Message], str | N
     return messages, demonstration
 
 
-class ScienceTask(Task):
-    """Chemistry multiple-choice questions from the paper's science split, or any file in its format."""
+class ScienceTask(FileTask):
+    """Chemistry multiple choice (the paper's science split, or any file in its format), judged by ``chemistry``.
 
-    def __init__(
-        self,
-        train: str | None = None,
-        val: str | None = None,
-        test: str | None = None,
-        ood: str | None = None,
-        limit: int | None = None,
-        verifier: str | Verifier | dict[str, Any] = "chemistry",
-    ) -> None:
-        """Args:
-        train: Source of the train split (folder, JSONL, Parquet or hub name; see :mod:`caopd_pl.tasks.sources`).
-        val: Source of the validation split.
-        test: Source of the test split.
-        ood: Source of an out-of-distribution split.
-        limit: Rows kept per split (None: all).
-        verifier: The judge; ``chemistry`` scores the last ``<answer>`` letter as the paper does.
+    ``chemistry``, used unless ``verifier`` names another, scores the last ``<answer>`` letter as the paper does.
+    """
 
-        Raises:
-            ValueError: no split has a source.
-        """
-        super().__init__(verifier)
-        self.sources = SplitSources({"train": train, "val": val, "test": test, "ood": ood}, limit)
+    default_verifier = "chemistry"
 
-    def splits(self) -> tuple[str, ...]:
-        return self.sources.names()
-
-    def split(self, name: str) -> list[TaskExample]:
-        return [science_example(row, f"{name}:{index}") for index, row in enumerate(self.sources.rows(name))]
+    def example(self, row: dict[str, Any], default_id: str) -> TaskExample:
+        return science_example(row, default_id)
 
 
 def science_example(row: dict[str, Any], default_id: str) -> TaskExample:

@@ -1,4 +1,4 @@
-"""Where a file-backed task's rows come from: a ``datasets`` folder, JSONL, JSON, Parquet, or a Hugging Face hub name.
+"""File-backed tasks: :class:`FileTask`, and where its rows come from (``datasets`` folder, JSONL, JSON, Parquet, hub).
 
 A *source* is one string:
 
@@ -8,20 +8,26 @@ A *source* is one string:
 - a ``.parquet`` file;
 - otherwise a hub dataset name, optionally ``name:split`` (``datasets.load_dataset(name, split=split)``).
 
-Rows come back as plain dicts. :class:`SplitSources` maps the task splits ``train``/``val``/``test``/``ood`` to
-sources and caches what it loaded. It checks every source when the task is built: a file or a local-looking path
-(``/``, ``./``, ``../``, ``~``, a file suffix) must exist, and a hub name needs a reachable hub (or
-``HF_HUB_OFFLINE`` and a cached copy), so a typo fails in one line before the warm start, not after it.
+Rows come back as plain dicts. A :class:`FileTask` maps the task splits ``train``/``val``/``test``/``ood`` to sources
+and turns each row into a :class:`~caopd_pl.tasks.base.TaskExample`; a new file format is a subclass that says how
+(``example``) and which verifier judges it (``default_verifier``). It checks every source when the task is built: a
+file or a local-looking path (``/``, ``./``, ``../``, ``~``, a file suffix) must exist, and a hub name needs a
+reachable hub (or ``HF_HUB_OFFLINE`` and a cached copy), so a typo fails in one line before the warm start, not after
+it. A split is read and parsed once, on first use.
 """
 
 from __future__ import annotations
 
 import json
+from abc import abstractmethod
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from caopd_pl.errors import UsageError
+from caopd_pl.files import read_jsonl
 from caopd_pl.models.source import hub_endpoint, hub_offline, hub_reachable, looks_local
+from caopd_pl.tasks.base import Task, TaskExample
+from caopd_pl.verifiers import Verifier
 
 SPLITS = ("train", "val", "test", "ood")
 
@@ -31,27 +37,6 @@ def _split_suffix(source: str, default: str) -> tuple[str, str]:
     if sep and tail and "/" not in tail and not Path(source).exists():
         return head, tail
     return source, default
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The objects of a JSONL file.
-
-    Raises:
-        ValueError: a line is not a JSON object (the message names the file and line number).
-    """
-    rows = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{number}: not valid JSON ({err.msg})") from err
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-            rows.append(row)
-    return rows
 
 
 def load_rows(source: str, split: str = "train", limit: int | None = None) -> list[dict[str, Any]]:
@@ -114,41 +99,69 @@ def check_source(split: str, source: str) -> None:
         )
 
 
-class SplitSources:
-    """The sources of a task's splits, loaded on first use and cached."""
+class FileTask(Task):
+    """A task whose splits are rows read from files: a subclass turns one row into an example (:meth:`example`).
 
-    def __init__(self, sources: dict[str, str | None], limit: int | None = None) -> None:
+    Subclasses set ``default_verifier`` (the judge when the config names none) and implement :meth:`example`; the
+    sources, their checks, the loading and the caching are here. A subclass that needs more settings overrides
+    ``__init__`` and passes the shared ones on.
+    """
+
+    default_verifier: ClassVar[str] = ""
+    """The registered verifier used when ``verifier`` is None."""
+
+    def __init__(
+        self,
+        train: str | None = None,
+        val: str | None = None,
+        test: str | None = None,
+        ood: str | None = None,
+        limit: int | None = None,
+        verifier: str | Verifier | dict[str, Any] | None = None,
+    ) -> None:
         """Args:
-        sources: Split name -> source; ``None`` leaves the split out.
-        limit: Rows kept per split.
+        train: Source of the train split (folder, JSONL, JSON, Parquet or hub name; see :mod:`caopd_pl.tasks.sources`).
+        val: Source of the validation split.
+        test: Source of the test split.
+        ood: Source of an out-of-distribution split.
+        limit: Rows kept per split (None: all).
+        verifier: The judge: a registered name (``math``, ``code``, ``chemistry``, ``tooluse``, ...), a class path,
+            or ``{class_path, init_args}``; None: the task's own (its class docstring names it).
 
         Raises:
-            ValueError: no split has a source, an unknown split name, or a negative ``limit``.
+            UsageError: no split has a source, a negative ``limit``, or a source that cannot be read.
         """
-        unknown = set(sources) - set(SPLITS)
-        if unknown:
-            raise ValueError(f"unknown split(s) {sorted(unknown)}; splits are {SPLITS}")
-        self.sources = {name: source for name, source in sources.items() if source}
+        super().__init__(verifier if verifier is not None else self.default_verifier)
+        self.sources = {name: source for name, source in zip(SPLITS, (train, val, test, ood)) if source}
         if not self.sources:
-            raise ValueError(f"a file-backed task needs a source for at least one of {SPLITS}")
+            raise UsageError(f"data.task ({self.name}) needs a source for at least one of {SPLITS}: give e.g. train")
         if limit is not None and limit < 0:
-            raise ValueError(f"limit must be >= 0, got {limit}")
+            raise UsageError(f"data.task.init_args.limit={limit}: must be >= 0 (or null for every row)")
         for name, source in self.sources.items():
             check_source(name, source)
         self.limit = limit
-        self._rows: dict[str, list[dict[str, Any]]] = {}
+        self._examples: dict[str, list[TaskExample]] = {}
 
-    def names(self) -> tuple[str, ...]:
-        return tuple(name for name in SPLITS if name in self.sources)
-
-    def rows(self, name: str) -> list[dict[str, Any]]:
-        """The rows of split ``name``.
+    @abstractmethod
+    def example(self, row: dict[str, Any], default_id: str) -> TaskExample:
+        """One row as an example; ``default_id`` (``<split>:<row index>``) serves when the row has no ``id``.
 
         Raises:
-            ValueError: the split has no source.
+            ValueError: the row lacks what the format needs (the message names the row).
+        """
+
+    def splits(self) -> tuple[str, ...]:
+        return tuple(name for name in SPLITS if name in self.sources)
+
+    def split(self, name: str) -> list[TaskExample]:
+        """The examples of split ``name``, read and parsed on the first call.
+
+        Raises:
+            ValueError: the split has no source (the message names the splits there are).
         """
         if name not in self.sources:
-            raise ValueError(f"this task has splits {self.names()}, not {name!r}")
-        if name not in self._rows:
-            self._rows[name] = load_rows(self.sources[name], split=name, limit=self.limit)
-        return self._rows[name]
+            raise ValueError(f"this task has splits {self.splits()}, not {name!r}")
+        if name not in self._examples:
+            rows = load_rows(self.sources[name], split=name, limit=self.limit)
+            self._examples[name] = [self.example(row, f"{name}:{index}") for index, row in enumerate(rows)]
+        return self._examples[name]

@@ -19,10 +19,9 @@ import random
 from collections.abc import Callable
 from typing import Literal
 
-from caopd_pl.tasks.base import Task, TaskExample
+from caopd_pl.tasks.base import GeneratedTask, TaskExample
 
 StringKind = Literal["reverse", "sort", "count", "max"]
-_SPLITS = ("train", "val", "test")
 
 
 def _reverse(rng: random.Random, length: int, alphabet: str) -> tuple[str, str, str]:
@@ -54,7 +53,7 @@ _GENERATORS: dict[str, Callable[[random.Random, int, str], tuple[str, str, str]]
 }
 
 
-class StringTask(Task):
+class StringTask(GeneratedTask):
     """One generated string/list skill, judged by the ``answer_text`` verifier.
 
     Args:
@@ -89,20 +88,12 @@ class StringTask(Task):
         self.kind, self.min_length, self.max_length, self.alphabet = kind, min_length, max_length, alphabet
         self.sizes = {"train": num_train, "val": num_val, "test": num_test}
         self.seed = seed
-        self._splits: dict[str, list[TaskExample]] | None = None
 
     @property
     def name(self) -> str:
         return f"StringTask[{self.kind}]"
 
-    def split(self, name: str) -> list[TaskExample]:
-        if name not in _SPLITS:
-            raise ValueError(f"StringTask has splits {_SPLITS}, not {name!r}")
-        if self._splits is None:
-            self._splits = self._generate()
-        return self._splits[name]
-
-    def _generate(self) -> dict[str, list[TaskExample]]:
+    def generate(self) -> dict[str, list[TaskExample]]:
         # Test first, then val, then train: a small input space fills the evaluation splits before training.
         rng = random.Random(f"{self.seed}:{self.kind}")
         seen: set[str] = set()

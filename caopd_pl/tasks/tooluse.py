@@ -15,10 +15,9 @@ import ast
 from typing import Any
 
 from caopd_pl.confidence import strip_confidence
-from caopd_pl.tasks.base import Task, TaskExample
+from caopd_pl.tasks.base import TaskExample
 from caopd_pl.tasks.science import parse_messages
-from caopd_pl.tasks.sources import SplitSources
-from caopd_pl.verifiers import Verifier
+from caopd_pl.tasks.sources import FileTask
 
 
 def parse_golden(value: Any) -> list[dict[str, Any]]:
@@ -49,37 +48,16 @@ def demonstration_of(golden: list[dict[str, Any]]) -> str:
     return f"Action: {first['Action']}\nAction Input: {first.get('Action_Input') or '{}'}"
 
 
-class ToolUseTask(Task):
-    """Single-call tool use from the paper's tooluse split, or any file in its format."""
+class ToolUseTask(FileTask):
+    """Single-call tool use (the paper's tooluse split, or any file in its format), judged by ``tooluse``.
 
-    def __init__(
-        self,
-        train: str | None = None,
-        val: str | None = None,
-        test: str | None = None,
-        ood: str | None = None,
-        limit: int | None = None,
-        verifier: str | Verifier | dict[str, Any] = "tooluse",
-    ) -> None:
-        """Args:
-        train: Source of the train split (folder, JSONL, Parquet or hub name; see :mod:`caopd_pl.tasks.sources`).
-        val: Source of the validation split.
-        test: Source of the test split.
-        ood: Source of an out-of-distribution split.
-        limit: Rows kept per split (None: all).
-        verifier: The judge; ``tooluse`` compares the first call with the first golden call.
+    ``tooluse``, used unless ``verifier`` names another, compares the first call with the first golden call.
+    """
 
-        Raises:
-            ValueError: no split has a source.
-        """
-        super().__init__(verifier)
-        self.sources = SplitSources({"train": train, "val": val, "test": test, "ood": ood}, limit)
+    default_verifier = "tooluse"
 
-    def splits(self) -> tuple[str, ...]:
-        return self.sources.names()
-
-    def split(self, name: str) -> list[TaskExample]:
-        return [tooluse_example(row, f"{name}:{index}") for index, row in enumerate(self.sources.rows(name))]
+    def example(self, row: dict[str, Any], default_id: str) -> TaskExample:
+        return tooluse_example(row, default_id)
 
 
 def tooluse_example(row: dict[str, Any], default_id: str) -> TaskExample:

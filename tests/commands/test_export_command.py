@@ -13,8 +13,8 @@ from transformers import AutoModelForCausalLM, GenerationConfig
 from caopd_pl.__main__ import main
 from caopd_pl.models.loading import load_tokenizer
 from caopd_pl.module import CaOPDModule
-from caopd_pl.rollout.base import stop_token_ids
-from caopd_pl.rollout.hf import generate
+from caopd_pl.rollout.base import RolloutConfig, stop_token_ids
+from caopd_pl.rollout.hf import HFEngine
 from caopd_pl.tasks.arithmetic import ArithmeticTask
 from caopd_pl.templates import prompt_ids
 
@@ -33,7 +33,8 @@ def trained(tmp_path_factory):
 def greedy(model, tokenizer) -> list[list[int]]:
     """Greedy completions of four test prompts; they differ, so matching them compares the models' functions."""
     prompts = [prompt_ids(tokenizer, e.student_messages()) for e in ArithmeticTask(num_test=4).split("test")[:4]]
-    completions = [group[0].token_ids for group in generate(model, tokenizer, prompts, max_new_tokens=12)]
+    engine = HFEngine(RolloutConfig(num_samples=1, temperature=0.0, max_new_tokens=12), model, tokenizer)
+    completions = [group[0].token_ids for group in engine.generate(prompts, seed=0)]
     assert len({tuple(c) for c in completions}) > 1 and all(len(set(c)) > 2 for c in completions)
     return completions
 

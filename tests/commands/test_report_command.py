@@ -29,7 +29,7 @@ def test_report_writes_metrics_and_plot(tmp_path, capsys):
         torch.tensor([True, False, True, False]),
         torch.tensor([True, True, False, True]),
     )
-    assert metrics == pytest.approx({**expected, "malformed_lines": 2})
+    assert metrics == pytest.approx({**expected, "timeouts": 0, "verifier_errors": 0, "malformed_lines": 2})
     assert metrics["format_adherence"] == pytest.approx(0.75)
     png = (tmp_path / "rep" / "reliability.png").read_bytes()
     assert png.startswith(b"\x89PNG")

@@ -1,4 +1,5 @@
-"""``verify``: fields are kept, correct/detail added, malformed lines reported by number without stopping the rest."""
+"""``verify``: fields are kept, correct/detail/status added, malformed lines reported by number without stopping the
+rest."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from caopd_pl.__main__ import main
-from caopd_pl.commands import verify
+from caopd_pl.commands import report, verify
 from caopd_pl.verifiers import Verdict, Verifier
 
 
@@ -35,9 +36,10 @@ def test_verify_keeps_fields_and_survives_malformed_lines(tmp_path, capsys):
     assert "line 2: not valid JSON" in err and "line 4: expected a JSON object" in err and "line 5: missing" in err
     out = [json.loads(line) for line in target.read_text().splitlines()]
     assert [row["id"] for row in out] == [1, 3, 7]
-    assert out[0] == {**json.loads(lines[0]), "correct": True, "detail": "answer=A"}
-    assert out[1]["correct"] is False and out[2]["detail"].startswith("error:")
-    assert "1 verifier errors" in err and "3 malformed" in err
+    assert out[0] == {**json.loads(lines[0]), "correct": True, "detail": "answer=A", "status": "correct"}
+    assert out[1]["correct"] is False and out[1]["status"] == "wrong"
+    assert out[2]["status"] == "error" and out[2]["detail"].startswith("error:")
+    assert "0 timeouts, 1 verifier errors" in err and "3 malformed" in err
 
 
 def test_verify_with_class_path_and_init_args(tmp_path):
@@ -164,3 +166,30 @@ def test_a_killed_verify_keeps_the_lines_it_judged(tmp_path):
     os.kill(process.pid, signal.SIGKILL)  # while judging the second batch
     process.communicate(timeout=60)
     assert judged_ids(target) == [0, 1, 2]  # the first batch, on disk
+
+
+def test_verify_and_report_count_timeouts_and_errors_apart(tmp_path, capsys):
+    # A real verifier's four outcomes: decided right, decided wrong, out of time, unable to judge (bad reference).
+    rows = [
+        {"completion": "\\boxed{3}\nConfidence: 0.4", "reference": "2"},
+        {"completion": "\\boxed{2}\nConfidence: 0.9", "reference": "2"},
+        {"completion": "\\boxed{9^{9^{9^9}}}\nConfidence: 0.9", "reference": "3"},
+        {"completion": "\\boxed{2}\nConfidence: 0.9", "reference": None},
+    ]
+    source, target = tmp_path / "in.jsonl", tmp_path / "judged.jsonl"
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    argv = ["--verifier", "math", "--init-args", '{"timeout": 2, "workers": 1}', "--quiet"]
+    assert verify.main([*argv, "--input", str(source), "--output", str(target)]) == 0
+    judged = [json.loads(line) for line in target.read_text().splitlines()]
+    assert [row["status"] for row in judged] == ["wrong", "correct", "timeout", "error"]
+    assert [row["correct"] for row in judged] == [False, True, False, False]
+    assert "judged 4 lines: 1 correct, 1 timeouts, 1 verifier errors, 0 malformed" in capsys.readouterr().err
+
+    with target.open("a") as handle:  # a status that contradicts its verdict is a malformed line, not a count
+        handle.write(json.dumps({"completion": "x", "correct": True, "status": "timeout"}) + "\n")
+    assert report.main(["--input", str(target), "--out", str(tmp_path / "rep")]) == 1
+    metrics = json.loads((tmp_path / "rep" / "metrics.json").read_text())
+    assert (metrics["n"], metrics["timeouts"], metrics["verifier_errors"], metrics["malformed_lines"]) == (4, 1, 1, 1)
+    out, err = capsys.readouterr()
+    assert "skipped line 5: 'status' must be one of correct, wrong, timeout, error and agree with 'correct'" in err
+    assert "timeouts" in out and "verifier_errors" in out

@@ -13,14 +13,15 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
+from cli_runs import checkpoint_config, run_test, small_quickstart
 from lightning.pytorch import Callback
 
 from caopd_pl.models.tiny import TinyModelConfig, build_tiny_model
+from caopd_pl.rollout import make_engine, resolve_engine_name
 from caopd_pl.rollout.base import RolloutConfig
-from caopd_pl.rollout.vllm import INSTALL_HINT, _children, iter_full_parameters, resolve_engine_name, weights_state
+from caopd_pl.rollout.vllm import INSTALL_HINT, _children
+from caopd_pl.rollout.weights import iter_full_parameters
 
-REPO = Path(__file__).resolve().parents[2]
 SPEC = TinyModelConfig(hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=128)
 TEXTS = ["12+3=", "hello world", "What is 7*8?", "a", "Confidence:", "The answer is 42.\n"]
 GREEDY = RolloutConfig(engine="vllm", num_samples=1, temperature=0.0, max_new_tokens=24)
@@ -48,7 +49,7 @@ def student(tokenizer):
 def engine(student, tokenizer):
     from caopd_pl.rollout.vllm import VLLMEngine
 
-    engine = VLLMEngine(student, tokenizer, GREEDY)
+    engine = VLLMEngine(GREEDY, student, tokenizer)
     yield engine
     engine.close()
 
@@ -73,7 +74,7 @@ def hf_greedy(model, tokenizer, prompt: list[int], max_new_tokens: int) -> list[
 
 
 def assert_greedy_matches(engine, model, tokenizer, prompts) -> list[list[int]]:
-    rollouts = engine.generate(prompts, GREEDY, seed=0)
+    rollouts = engine.generate(prompts, seed=0, sampling=GREEDY)
     got = [group[0].token_ids for group in rollouts]
     want = [hf_greedy(model, tokenizer, prompt, GREEDY.max_new_tokens) for prompt in prompts]
     assert got == want
@@ -113,35 +114,26 @@ def assert_engine_weights_equal(engine, model, sequence: list[int]) -> None:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def test_resolve_engine_name(monkeypatch, caplog):
+def test_auto_picks_vllm_with_a_gpu_only_and_vllm_needs_vllm(monkeypatch, caplog, tiny_model, tokenizer):
+    import caopd_pl.rollout as rollout
     import caopd_pl.rollout.vllm as module
 
-    caplog.set_level(logging.INFO, logger=module.__name__)
+    caplog.set_level(logging.INFO, logger=rollout.__name__)
     assert resolve_engine_name("hf") == "hf"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_engine_name("auto") == "hf"
-    assert "auto -> hf" in caplog.text
+    assert "auto -> hf (no GPU)" in caplog.text
+    assert type(make_engine(RolloutConfig(engine="auto"), tiny_model, tokenizer)).__name__ == "HFEngine"
     monkeypatch.setattr(module, "vllm_available", lambda: False)
+    monkeypatch.setattr(rollout, "vllm_available", lambda: False)
     with pytest.raises(ImportError, match=r"caopd-pl\[vllm\]") as error:
-        resolve_engine_name("vllm")
-    assert INSTALL_HINT in str(error.value)
-    monkeypatch.setattr(module, "vllm_available", lambda: True)
+        make_engine(RolloutConfig(engine="vllm"), tiny_model, tokenizer)
+    assert INSTALL_HINT in str(error.value) and "data.rollout.engine: vllm" in str(error.value)
+    monkeypatch.setattr(rollout, "vllm_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert resolve_engine_name("auto") == "vllm"
-    with pytest.raises(ValueError, match="rollout.engine"):
+    with pytest.raises(ValueError, match="data.rollout.engine must be one of"):
         resolve_engine_name("sglang")
-
-
-def test_weights_state_sees_fused_optimizer_and_data_writes():
-    model = torch.nn.Linear(4, 4)
-    before = weights_state(model)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1, fused=True)  # does not bump version counters
-    model(torch.randn(2, 4)).sum().backward()
-    optimizer.step()
-    after = weights_state(model)
-    assert after[0] == before[0] and not torch.equal(after[1], before[1])
-    model.weight.data.mul_(2)  # invisible to autograd's version counter too
-    assert not torch.equal(weights_state(model)[1], after[1])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -156,8 +148,8 @@ def test_close_releases_memory_and_processes(tokenizer, prompts):
     model = build_tiny_model(SPEC, len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id)
     children = {child.pid for child in _children()}
     assert not torch.distributed.is_initialized()  # the engine will create vLLM's own process group
-    engine = VLLMEngine(model, tokenizer, GREEDY)
-    engine.generate(prompts[:2], GREEDY, seed=0)
+    engine = VLLMEngine(GREEDY, model, tokenizer)
+    engine.generate(prompts[:2], seed=0)
     (model_ref,) = engine.llm.apply_model(weakref.ref)
     kv_refs = engine.llm.collective_rpc(lambda worker: [weakref.ref(t) for t in worker.model_runner.kv_caches])[0]
     directory = engine._dir
@@ -192,7 +184,7 @@ def test_sync_gathers_dtensor_parameters(tmp_path, tokenizer, prompts):
             fully_shard(layer)
         fully_shard(sharded)
         assert type(next(sharded.parameters())).__name__ == "DTensor"
-        engine = VLLMEngine(sharded, tokenizer, GREEDY)
+        engine = VLLMEngine(GREEDY, sharded, tokenizer)
         try:
             assert_greedy_matches(engine, reference, tokenizer, prompts)
         finally:
@@ -205,21 +197,6 @@ def test_sync_gathers_dtensor_parameters(tmp_path, tokenizer, prompts):
 # ----------------------------------------------------------------------------------------------------------------
 # Through the real CLI: the second epoch samples from the updated student
 # ----------------------------------------------------------------------------------------------------------------
-
-
-def vllm_quickstart(root: Path) -> Path:
-    """configs/quickstart.yaml with engine: vllm, shrunk to two short epochs and pointed at ``root``."""
-    config = yaml.safe_load((REPO / "configs/quickstart.yaml").read_text())
-    config["trainer"] |= {"max_epochs": 2, "default_root_dir": str(root), "enable_progress_bar": False}
-    config["model"]["model"]["tiny"] = {"hidden_size": 64, "num_layers": 2, "num_heads": 2, "num_kv_heads": 1}
-    config["model"]["warm_start"] |= {"steps": 4, "batch_size": 8}
-    config["model"]["eval_max_new_tokens"] = 8
-    config["data"]["task"]["init_args"] |= {"num_train": 40, "num_val": 8, "num_test": 8}
-    config["data"]["rollout"] |= {"engine": "vllm", "num_samples": 2, "max_new_tokens": 8}
-    config["data"] |= {"prompts_per_epoch": 4, "batch_size": 4, "max_eval_prompts": 8}
-    path = root / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
 
 
 class EngineProbe(Callback):
@@ -242,7 +219,7 @@ class EngineProbe(Callback):
 def test_two_epoch_fit_samples_epoch_two_from_updated_weights(tmp_path, tokenizer):
     from caopd_pl.cli import cli_main
 
-    cli = cli_main(["--config", str(vllm_quickstart(tmp_path))], run=False)
+    cli = cli_main(["--config", str(small_quickstart(tmp_path, "vllm"))], run=False)
     probe = EngineProbe(tokenizer("Q: 12+3=? A: 15")["input_ids"])
     cli.trainer.callbacks.append(probe)
     children = {child.pid for child in _children()}
@@ -267,36 +244,18 @@ def test_a_checkpoints_generation_config_changes_neither_engine(hostile_student,
     from caopd_pl.rollout.vllm import VLLMEngine
 
     prompts = [tokenizer(text)["input_ids"] for text in TEXTS]
-    engine = VLLMEngine(hostile_student, tokenizer, GREEDY)
+    engine = VLLMEngine(GREEDY, hostile_student, tokenizer)
     try:
         assert engine.llm.model_config.get_diff_sampling_param() == {}  # no repetition_penalty, top_k, temperature
-        got = engine.generate(prompts, GREEDY, seed=0)
+        got = engine.generate(prompts, seed=0)
     finally:
         engine.close()
-    want = HFEngine(hostile_student, tokenizer).generate(prompts, GREEDY, seed=0)
+    want = HFEngine(GREEDY, hostile_student, tokenizer).generate(prompts, seed=0)
 
     assert [group[0].token_ids for group in got] == [group[0].token_ids for group in want]
     assert [group[0].finished for group in got] == [group[0].finished for group in want]
     first = got[0][0]
     assert first.finished and first.token_ids[-1] == hostile_checkpoint.eos_ids[1]  # the generation config's EOS
-
-
-def evaluation_config(root: Path, checkpoint: Path, engine: str) -> Path:
-    """configs/quickstart.yaml on a local checkpoint, no warm start, one short epoch, writing under ``root``."""
-    config = yaml.safe_load(vllm_quickstart(root).read_text())
-    config["trainer"] |= {"max_epochs": 1, "num_sanity_val_steps": 0}
-    config["model"] |= {"model": {"name_or_path": str(checkpoint)}, "warm_start": None, "eval_max_new_tokens": 24}
-    config["data"]["rollout"]["engine"] = engine
-    path = root / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-class EvaluationEngineProbe(Callback):
-    """The engine that decoded the test batches."""
-
-    def on_test_batch_end(self, trainer, module, outputs, batch, batch_idx, dataloader_idx=0):
-        self.engine = trainer.datamodule.engine
 
 
 @pytest.mark.vllm
@@ -307,22 +266,16 @@ def test_test_through_vllm_writes_the_records_of_test_through_hf(tmp_path, hosti
 
     fit_root = tmp_path / "fit"
     fit_root.mkdir()
-    fit = cli_main(["--config", str(evaluation_config(fit_root, hostile_checkpoint.path, "hf"))], run=False)
+    fit = cli_main(["--config", str(checkpoint_config(fit_root, hostile_checkpoint.path, "hf"))], run=False)
     fit.trainer.fit(fit.model, datamodule=fit.datamodule)
     ckpt = fit_root / "checkpoints" / "last.ckpt"
 
     written = {}
     for engine in ("hf", "vllm"):
-        root = tmp_path / engine
-        root.mkdir()
-        cli = cli_main(["--config", str(evaluation_config(root, hostile_checkpoint.path, engine))], run=False)
-        probe = EvaluationEngineProbe()
-        cli.trainer.callbacks.append(probe)
-        cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=str(ckpt), verbose=False)
+        probe = run_test(tmp_path / engine, hostile_checkpoint.path, engine, ckpt)
         assert type(probe.engine).__name__ == {"hf": "HFEngine", "vllm": "VLLMEngine"}[engine]
-        assert cli.datamodule.engine is None  # closed at the end of test
-        (records,) = root.rglob("test_predictions.jsonl")
-        (metrics,) = root.rglob("metrics.json")
+        (records,) = (tmp_path / engine).rglob("test_predictions.jsonl")
+        (metrics,) = (tmp_path / engine).rglob("metrics.json")
         lines = [json.loads(line) for line in records.read_text().splitlines()]
         written[engine] = lines, json.loads(metrics.read_text())
 
@@ -349,7 +302,7 @@ def test_sync_pushes_changed_weights_only(engine, student, tokenizer, prompts):
     pushes = engine.num_pushes
     engine.sync(student)
     assert engine.num_pushes == pushes  # unchanged: nothing pushed
-    before = [group[0].token_ids for group in engine.generate(prompts, GREEDY, seed=0)]
+    before = [group[0].token_ids for group in engine.generate(prompts, seed=0)]
 
     optimizer = torch.optim.AdamW(student.parameters(), lr=0.05, fused=True)
     loss = student(torch.tensor([prompts[1]]), labels=torch.tensor([prompts[1]])).loss
@@ -368,9 +321,9 @@ def test_sync_pushes_changed_weights_only(engine, student, tokenizer, prompts):
 @pytest.mark.vllm
 def test_sampling_is_seeded_and_shaped(engine, tokenizer, prompts):
     config = RolloutConfig(engine="vllm", num_samples=4, temperature=1.0, max_new_tokens=16)
-    first = engine.generate(prompts, config, seed=3)
-    again = engine.generate(prompts, config, seed=3)
-    other = engine.generate(prompts, config, seed=4)
+    first = engine.generate(prompts, seed=3, sampling=config)
+    again = engine.generate(prompts, seed=3, sampling=config)
+    other = engine.generate(prompts, seed=4, sampling=config)
     ids = [[r.token_ids for r in group] for group in first]
     assert [len(group) for group in first] == [4] * len(prompts)
     assert ids == [[r.token_ids for r in group] for group in again]
@@ -389,6 +342,7 @@ def test_a_full_batch_of_seeded_requests(engine, tokenizer):
     generators, which CPU generators cannot do; the engine prefills whole prompts instead."""
     prompts = [tokenizer(f"Question {i}: what is {i} * {i + 3}? " * 4)["input_ids"] for i in range(40)]
     config = RolloutConfig(engine="vllm", num_samples=8, temperature=1.0, max_new_tokens=4)
-    assert sum(map(len, prompts)) * config.num_samples > 16_384
-    rollouts = engine.generate(prompts, config, seed=0)
+    first_chunk = prompts[: engine.config.batch_size // config.num_samples]  # the engine chunks at batch_size
+    assert sum(map(len, first_chunk)) * config.num_samples > 16_384
+    rollouts = engine.generate(prompts, seed=0, sampling=config)
     assert [len(group) for group in rollouts] == [8] * len(prompts)

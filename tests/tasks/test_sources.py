@@ -1,4 +1,5 @@
-"""Row sources: JSONL, JSON, Parquet, datasets folders (incl. DatasetDict splits) give the same rows."""
+"""Row sources: JSONL, JSON, Parquet, datasets folders (incl. DatasetDict splits) give the same rows; FileTask's
+checks and caching."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import json
 import datasets
 import pytest
 
-from caopd_pl.tasks.sources import SplitSources, load_rows
+from caopd_pl.tasks.jsonl import JsonlTask
+from caopd_pl.tasks.sources import load_rows
 
 ROWS = [{"prompt": "What is 1+1?", "answer": "2"}, {"prompt": "What is 2+2?", "answer": "4"}]
 
@@ -32,14 +34,19 @@ def test_malformed_jsonl_names_the_line(tmp_path):
         load_rows(str(path))
 
 
-def test_split_sources_validate_and_cache(tmp_path):
-    (tmp_path / "t.jsonl").write_text(json.dumps(ROWS[0]) + "\n")
-    sources = SplitSources({"train": None, "test": str(tmp_path / "t.jsonl")})
-    assert sources.names() == ("test",)
-    assert sources.rows("test") is sources.rows("test")
+def test_file_task_checks_its_sources_and_parses_a_split_once(tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_text(json.dumps(ROWS[0]) + "\n")
+    task = JsonlTask(train=None, test=str(path))
+    assert task.splits() == ("test",) and task.verifier.name == "math"  # the class's default verifier
+    first = task.split("test")
+    path.write_text(json.dumps(ROWS[1]) + "\n")
+    assert task.split("test") is first and first[0].reference == "2"  # read and parsed once, then served
     with pytest.raises(ValueError, match="not 'train'"):
-        sources.rows("train")
+        task.split("train")
     with pytest.raises(ValueError, match="at least one"):
-        SplitSources({"train": None})
-    with pytest.raises(ValueError, match="unknown split"):
-        SplitSources({"dev": "x.jsonl"})
+        JsonlTask(train=None)
+    with pytest.raises(ValueError, match=r"data.task.init_args.limit=-1: must be >= 0"):
+        JsonlTask(test=str(path), limit=-1)
+    with pytest.raises(ValueError, match=r"data.task.init_args.val='missing.jsonl': no such file"):
+        JsonlTask(val="missing.jsonl")

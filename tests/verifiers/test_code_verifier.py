@@ -9,7 +9,8 @@ import shutil
 import pytest
 
 from caopd_pl.verifiers import build
-from caopd_pl.verifiers.code import CodeVerifier, extract_code, parse_code_reference
+from caopd_pl.verifiers.code import CodeVerifier, _verdict, extract_code, parse_code_reference
+from caopd_pl.verifiers.sandbox import SandboxRun
 
 # CI sets CAOPD_REQUIRE_BWRAP=1 so that a missing bubblewrap fails these tests instead of skipping them.
 NO_BWRAP = shutil.which("bwrap") is None and not os.environ.get("CAOPD_REQUIRE_BWRAP")
@@ -125,12 +126,39 @@ def test_missing_entry_point_and_bad_reference(verifier):
         ["def other():\n    return 1\n", "x = 1"], [HUMANEVAL | {"prompt": ""}, {"no": "test"}]
     )
     assert not verdicts[0].correct and "entry point" in verdicts[0].detail
-    assert not verdicts[1].correct and verdicts[1].failed
+    assert not verdicts[1].correct and verdicts[1].status == "error"
+
+
+@pytest.mark.parametrize(
+    ("run", "status", "detail"),
+    [
+        (SandboxRun("PASS", ""), "correct", "passed"),
+        (SandboxRun("FAIL AssertionError: 3 != 4", ""), "wrong", "failed: AssertionError: 3 != 4"),
+        (SandboxRun(None, "", output_exceeded=True), "wrong", "failed: output limit exceeded"),
+        (SandboxRun(None, "Killed", returncode=137), "wrong", "failed: the test harness was killed (exit 137): Killed"),
+        (SandboxRun(None, "", timed_out=True), "timeout", "failed: time limit (10 s) exceeded"),
+        (SandboxRun(None, "bwrap: no namespaces", started=False), "error", "error: the sandbox could not start: bwrap"),
+        # a candidate that prints what bwrap would print is still the candidate's own failure
+        (SandboxRun(None, "bwrap: no namespaces", returncode=1), "wrong", "failed: the test harness was killed"),
+    ],
+)
+def test_each_sandbox_outcome_has_its_status(run, status, detail):
+    verdict = _verdict(run, timeout=10.0)
+    assert verdict.status == status and verdict.detail.startswith(detail)
+
+
+@needs_bwrap
+def test_a_program_that_runs_out_of_time_is_a_timeout_not_a_wrong_answer():
+    with CodeVerifier(timeout=2.0, workers=1) as verifier:
+        verdict = verifier.verify("def add(a, b):\n    while True:\n        pass\n", HUMANEVAL | {"prompt": ""})
+    assert not verdict.correct and verdict.status == "timeout" and "time limit (2 s)" in verdict.detail
 
 
 def test_constructor_validates():
-    with pytest.raises(ValueError, match="timeout"):
+    with pytest.raises(ValueError, match="code verifier: timeout must be > 0 seconds, got 0"):
         CodeVerifier(timeout=0)
+    with pytest.raises(ValueError, match="code verifier: workers must be >= 1, got 0"):
+        CodeVerifier(workers=0)
     with pytest.raises(ValueError, match="sandbox mode"):
         CodeVerifier(sandbox="docker")
     with pytest.raises(ValueError, match="max_chars"):

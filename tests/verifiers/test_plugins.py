@@ -57,7 +57,7 @@ def test_raising_verifier_costs_one_verdict():
             raise RuntimeError("boom")
 
     verdict = Broken().verify_batch(["x"], [None])[0]
-    assert verdict == Verdict(False, "error: RuntimeError: boom") and verdict.failed
+    assert verdict == Verdict.error("error: RuntimeError: boom") and verdict.failed
 
 
 def test_unknown_name_lists_the_available_ones():

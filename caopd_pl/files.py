@@ -91,19 +91,23 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     Raises:
         ValueError: a line is not a JSON object (the message names the file and the line number).
     """
-    rows = []
     with Path(path).open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{number}: not valid JSON ({err.msg})") from err
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-            rows.append(row)
-    return rows
+        return [json_object(line, f"{path}:{number}") for number, line in enumerate(handle, start=1) if line.strip()]
+
+
+def json_object(line: str, where: str) -> dict[str, Any]:
+    """The JSON object on one line.
+
+    Raises:
+        ValueError: the line is not JSON, or not an object (the message starts with ``where``, e.g. ``file:line``).
+    """
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from err
+    if not isinstance(record, dict):
+        raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    return record
 
 
 def json_value(value: Any) -> Any:

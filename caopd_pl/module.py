@@ -237,6 +237,7 @@ class CaOPDModule(L.LightningModule):
                     "completion": text,
                     "correct": verdict.correct,
                     "detail": verdict.detail,
+                    "status": verdict.status,
                     "confidence": stated.value,
                     "parsed": stated.parsed,
                 }

@@ -1,10 +1,11 @@
-"""Configs and readers shared by the end-to-end tests (imported as ``helpers``: tests/ is on ``sys.path``)."""
+"""Configs, readers and batches shared by the tests (imported as ``helpers``: tests/ is on ``sys.path``)."""
 
 from __future__ import annotations
 
 import csv
 from pathlib import Path
 
+import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,3 +40,18 @@ def metrics_rows(root: Path) -> list[dict]:
     """The rows of the run's ``logs/version_*/metrics.csv`` (exactly one run under ``root``)."""
     (path,) = root.glob("logs/version_*/metrics.csv")
     return list(csv.DictReader(path.open()))
+
+
+def distill_batch(vocab: int) -> dict[str, torch.Tensor]:
+    """A batch of two 8-token sequences whose teacher side has a 5-token privileged prefix, 5 completion tokens each.
+
+    Token ids are drawn from [3, vocab); the masks select positions 2-6 of the student and 7-11 of the teacher.
+    """
+    student_ids = torch.randint(3, vocab, (2, 8))
+    teacher_ids = torch.cat([torch.randint(3, vocab, (2, 5)), student_ids], dim=1)  # a privileged prefix, same tokens
+    student_mask, teacher_mask = torch.zeros(2, 8, dtype=torch.bool), torch.zeros(2, 13, dtype=torch.bool)
+    student_mask[:, 2:7] = teacher_mask[:, 7:12] = True
+    batch = dict(student_ids=student_ids, student_attention=torch.ones_like(student_ids), student_mask=student_mask)
+    return batch | dict(
+        teacher_ids=teacher_ids, teacher_attention=torch.ones_like(teacher_ids), teacher_mask=teacher_mask
+    )

@@ -94,6 +94,7 @@ def test_resume_from_last_restores_epoch_and_teacher(tmp_path):
 FIT_CONFIGS = sorted(p for p in (REPO / "configs").rglob("*.yaml") if "continual" not in p.parts)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", FIT_CONFIGS, ids=lambda p: p.name)
 def test_every_fit_config_parses(path, capsys):
     # configs/continual/*.yaml are runner configs, parsed by tests/continual/test_continual_config.py.
@@ -110,6 +111,7 @@ def test_every_fit_config_parses(path, capsys):
     assert isinstance(cli.model, CaOPDModule) and isinstance(cli.datamodule, RolloutDataModule)
 
 
+@pytest.mark.slow
 def test_the_module_gets_the_datamodules_task_and_engine_explicitly(tmp_path):
     cli = cli_main(["--config", str(small_config(tmp_path)), "--trainer.logger", "false"], run=False)
     model, data = cli.model, cli.datamodule
@@ -118,6 +120,7 @@ def test_the_module_gets_the_datamodules_task_and_engine_explicitly(tmp_path):
     assert "task" not in model.hparams and "shared_engine" not in model.hparams  # run objects, not settings
 
 
+@pytest.mark.slow
 def test_distributed_sampler_is_refused_before_anything_runs(tmp_path):
     args = ["--config", str(small_config(tmp_path)), "--trainer.devices", "2", "--trainer.strategy", "ddp"]
     with pytest.raises(UsageError, match="trainer.use_distributed_sampler=true: each rank already samples"):
@@ -131,6 +134,7 @@ def test_help_and_unknown_command(capsys):
     assert main(["frobnicate"]) == 2
 
 
+@pytest.mark.slow
 def test_help_explains_options(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert main(["fit", "--help"]) == 0
@@ -164,6 +168,7 @@ def test_bad_value_names_the_key(tmp_path):
         cli_main(["--config", str(small_config(tmp_path)), "--model.loss.divergence", "kl"], run=False)
 
 
+@pytest.mark.slow
 def test_outputs_follow_default_root_dir(tmp_path):
     (tmp_path / "a").mkdir()
     config = small_config(tmp_path / "a", max_epochs=1)
@@ -173,12 +178,14 @@ def test_outputs_follow_default_root_dir(tmp_path):
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["config.yaml"]  # nothing written beside it
 
 
+@pytest.mark.slow
 def test_progress_bar_shows_no_version_number(tmp_path):
     cli = cli_main(["--config", str(small_config(tmp_path)), "--trainer.enable_progress_bar", "true"], run=False)
     bar = cli.trainer.progress_bar_callback
     assert bar is not None and "v_num" not in bar.get_metrics(cli.trainer, cli.model)
 
 
+@pytest.mark.slow
 def test_num_threads_sets_torchs_pool_and_rejects_zero(tmp_path):
     before = torch.get_num_threads()
     try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import time
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -86,6 +87,7 @@ MEGABYTE_FRAGMENTS = ["Confidence: 9", "\\boxed{", "{", "answer is 1", "<answer>
 MEGABYTE_FRAGMENTS += ["\n- ", "x confidence: ", "**", "\n   1. **"]  # near-misses of the confidence key
 
 
+@pytest.mark.slow
 @given(st.sampled_from(MEGABYTE_FRAGMENTS))
 @settings(max_examples=len(MEGABYTE_FRAGMENTS), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_one_megabyte_inputs_take_bounded_time(fragment):

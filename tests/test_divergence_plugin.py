@@ -10,6 +10,7 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
+from helpers import distill_batch
 from lightning.pytorch import Callback
 from torch.utils.data import DataLoader
 
@@ -128,12 +129,9 @@ def test_caopd_module_trains_with_the_new_divergence(tmp_path):
     tiny = ModelConfig(tiny=TinyModelConfig(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1))
     loss = LossConfig(divergence="test_squared_hellinger", skip_first_tokens=0, chunk_size=4)
     module = CaOPDModule(model=tiny, loss=loss, ema_rate=0.5)
-    student_ids = torch.randint(3, 60, (2, 8))
-    teacher_ids = torch.cat([torch.randint(3, 60, (2, 5)), student_ids], dim=1)  # a privileged prefix, same tokens
-    student_mask, teacher_mask = torch.zeros(2, 8, dtype=torch.bool), torch.zeros(2, 13, dtype=torch.bool)
-    student_mask[:, 2:7] = teacher_mask[:, 7:12] = True
-    batch = dict(student_ids=student_ids, student_attention=torch.ones_like(student_ids), student_mask=student_mask)
-    batch |= dict(teacher_ids=teacher_ids, teacher_attention=torch.ones_like(teacher_ids), teacher_mask=teacher_mask)
+    batch = distill_batch(60)
+    student_ids, teacher_ids = batch["student_ids"], batch["teacher_ids"]
+    student_mask, teacher_mask = batch["student_mask"], batch["teacher_mask"]
     with torch.no_grad():  # the first step's loss, from full logits of the untrained student and teacher
         logits = final_hidden_states(module.student, student_ids, batch["student_attention"])[student_mask]
         teacher_logits = final_hidden_states(module.teacher, teacher_ids, batch["teacher_attention"])[teacher_mask]

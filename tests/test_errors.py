@@ -17,6 +17,8 @@ from test_cli import metrics_rows, small_config
 
 from caopd_pl.__main__ import main
 
+pytestmark = pytest.mark.slow  # seconds each: the full suite runs them, the fast lane (-m "not slow") does not
+
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "errors.md"
 JSONL_TASK = "caopd_pl.tasks.jsonl.JsonlTask"

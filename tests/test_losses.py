@@ -1,6 +1,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import distill_batch
 
 import caopd_pl.losses
 from caopd_pl.losses import Divergence, LossConfig, chunked_divergence, masked_mean_divergence, token_divergence
@@ -170,12 +171,9 @@ def test_loss_config_temperature_defaults_to_one_and_must_be_positive():
 
 def test_module_distillation_loss_divides_by_loss_temperature():
     module = CaOPDModule(loss=LossConfig(temperature=2.0, skip_first_tokens=1))
-    student_ids = torch.randint(3, 100, (2, 8))
-    teacher_ids = torch.cat([torch.randint(3, 100, (2, 5)), student_ids], dim=1)  # a privileged prefix, same tokens
-    student_mask, teacher_mask = torch.zeros(2, 8, dtype=torch.bool), torch.zeros(2, 13, dtype=torch.bool)
-    student_mask[:, 2:7] = teacher_mask[:, 7:12] = True
-    batch = dict(student_ids=student_ids, student_attention=torch.ones_like(student_ids), student_mask=student_mask)
-    batch |= dict(teacher_ids=teacher_ids, teacher_attention=torch.ones_like(teacher_ids), teacher_mask=teacher_mask)
+    batch = distill_batch(100)
+    student_ids, teacher_ids = batch["student_ids"], batch["teacher_ids"]
+    student_mask, teacher_mask = batch["student_mask"], batch["teacher_mask"]
     loss, count = module.distillation_loss(batch)
     counted, teacher_counted = student_mask.clone(), teacher_mask.clone()
     counted[:, 2] = teacher_counted[:, 7] = False  # skip_first_tokens=1

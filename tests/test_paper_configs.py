@@ -16,6 +16,8 @@ from caopd_pl.__main__ import main
 from caopd_pl.continual.config import load_config
 from caopd_pl.pipeline import config_args
 
+pytestmark = pytest.mark.slow  # seconds each: the full suite runs them, the fast lane (-m "not slow") does not
+
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = sorted((ROOT / "configs" / "paper").glob("*.yaml"))
 CONTINUAL = sorted((ROOT / "configs" / "paper" / "continual").glob("*.yaml"))

@@ -4,6 +4,7 @@ records the module reports."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from helpers import small_config
 
@@ -19,6 +20,7 @@ def _resolved(args: list[str]) -> dict:
     return config
 
 
+@pytest.mark.slow
 def test_override_layers_resolve_as_the_equivalent_command_line_options(tmp_path):
     config = small_config(tmp_path)
     layers = [
@@ -39,6 +41,7 @@ def test_override_layers_resolve_as_the_equivalent_command_line_options(tmp_path
     assert by_layers["model"]["model"]["tiny"]["hidden_size"] == 32  # a layer merges into the config, keeps the rest
 
 
+@pytest.mark.slow
 def test_later_layers_win_and_options_come_last(tmp_path):
     layers = [{"trainer": {"max_epochs": 3}, "model": {"warm_start": {"steps": 2}}}, {"trainer": {"max_epochs": 5}}]
     experiment = pipeline.build(small_config(tmp_path), tmp_path / "run", layers, ["--model.ema_rate=0.5"])
@@ -48,6 +51,7 @@ def test_later_layers_win_and_options_come_last(tmp_path):
     assert experiment.trainer.default_root_dir == str(tmp_path / "run")
 
 
+@pytest.mark.slow
 def test_warm_start_is_the_supervised_finetune_of_the_task_demonstrations(tmp_path):
     config = small_config(tmp_path)
     ours, reference = (pipeline.build(config, tmp_path / name) for name in ("ours", "reference"))
@@ -65,6 +69,7 @@ def test_warm_start_is_the_supervised_finetune_of_the_task_demonstrations(tmp_pa
         assert torch.equal(got, want), name
 
 
+@pytest.mark.slow
 def test_distil_then_evaluate_returns_the_module_s_records(tmp_path):
     split = {"data": {"test_split": "ood"}}
     experiment = pipeline.build(small_config(tmp_path, max_epochs=1), tmp_path / "run", [split])

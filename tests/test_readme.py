@@ -25,6 +25,8 @@ import pytest
 
 from caopd_pl.__main__ import LIGHTNING_COMMANDS, TOOLS, main
 
+pytestmark = pytest.mark.slow  # seconds each: the full suite runs them, the fast lane (-m "not slow") does not
+
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = ".venv/bin/python"
 

@@ -165,6 +165,7 @@ def test_ckpt_path_last_without_a_checkpoint_fails_in_one_line(tmp_path, capsys)
     assert not (tmp_path / "logs").exists()  # nothing trained
 
 
+@pytest.mark.slow
 def test_ckpt_path_last_names_the_other_checkpoints_it_finds(tmp_path, capsys):
     config = small_config(tmp_path)
     (tmp_path / "checkpoints").mkdir()
@@ -243,6 +244,7 @@ def test_resume_samples_no_rollouts_for_the_epoch_its_checkpoint_finished(tmp_pa
     assert sampled == [1, 2]  # not epoch 0 again, which Lightning re-enters only to close it
 
 
+@pytest.mark.slow
 def test_ckpt_path_last_without_a_checkpoint_callback_fails_in_one_line(tmp_path, capsys):
     config = small_config(tmp_path)
     assert main(["fit", "--config", str(config), "--trainer.callbacks", "[]", "--ckpt_path", "last"]) == 2
@@ -252,6 +254,7 @@ def test_ckpt_path_last_without_a_checkpoint_callback_fails_in_one_line(tmp_path
     )
 
 
+@pytest.mark.slow
 def test_ckpt_path_last_that_links_to_a_removed_checkpoint_fails_in_one_line(tmp_path, capsys):
     # save_last: link, killed after the epoch checkpoint it pointed to was replaced and before it was relinked.
     (tmp_path / "checkpoints").mkdir()

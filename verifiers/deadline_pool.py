@@ -161,7 +161,7 @@ class _Run:
         except (EOFError, OSError):
             worker.process.join(timeout=2)  # the pipe closes before the process is reaped
             code = worker.process.exitcode
-            self._fail_head(worker, "error", f"error: verifier worker died (exit code {code})")
+            self._fail_head(worker, "error", f"verifier worker died (exit code {code})")
             return
         while worker.in_flight and worker.in_flight[0][0] != index:  # defensive: results arrive in order
             worker.in_flight.popleft()

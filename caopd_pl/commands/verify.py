@@ -25,6 +25,7 @@ from typing import Any, BinaryIO, TextIO
 from tqdm import tqdm
 
 from caopd_pl.errors import UsageError
+from caopd_pl.files import json_object
 from caopd_pl.verifiers import Verdict, Verifier, build
 
 
@@ -59,24 +60,9 @@ def json_objects(handle: BinaryIO, skip: Callable[[int, str], None]) -> Iterator
             line = decode_line(raw, number)
             if not line.strip():
                 continue
-            yield number, parse_object(line, number)
+            yield number, json_object(line, f"line {number}")
         except ValueError as err:
             skip(number, str(err).removeprefix(f"line {number}: "))
-
-
-def parse_object(line: str, number: int) -> dict[str, Any]:
-    """One line's JSON object.
-
-    Raises:
-        ValueError: the line is not JSON, or not an object (the message names the line number).
-    """
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"line {number}: not valid JSON ({err.msg} at column {err.colno})") from err
-    if not isinstance(record, dict):
-        raise ValueError(f"line {number}: expected a JSON object, got {type(record).__name__}")
-    return record
 
 
 def decode_line(raw: bytes, number: int) -> str:

@@ -168,6 +168,7 @@ def test_a_killed_verify_keeps_the_lines_it_judged(tmp_path):
     assert judged_ids(target) == [0, 1, 2]  # the first batch, on disk
 
 
+@pytest.mark.slow
 def test_verify_and_report_count_timeouts_and_errors_apart(tmp_path, capsys):
     # A real verifier's four outcomes: decided right, decided wrong, out of time, unable to judge (bad reference).
     rows = [

@@ -25,6 +25,7 @@ def qwen3(tmp_path_factory):
     return built, load_tokenizer(str(directory))
 
 
+@pytest.mark.slow
 def test_special_tokens_sit_at_qwen3_ids(qwen3):
     _, tokenizer = qwen3
     assert len(tokenizer) == QWEN3_VOCAB_SIZE

@@ -22,6 +22,8 @@ from caopd_pl.rollout.base import RolloutConfig
 from caopd_pl.rollout.vllm import INSTALL_HINT, _children
 from caopd_pl.rollout.weights import iter_full_parameters
 
+pytestmark = pytest.mark.slow  # seconds each: the full suite runs them, the fast lane (-m "not slow") does not
+
 SPEC = TinyModelConfig(hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=128)
 TEXTS = ["12+3=", "hello world", "What is 7*8?", "a", "Confidence:", "The answer is 42.\n"]
 GREEDY = RolloutConfig(engine="vllm", num_samples=1, temperature=0.0, max_new_tokens=24)

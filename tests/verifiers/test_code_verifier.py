@@ -147,6 +147,7 @@ def test_each_sandbox_outcome_has_its_status(run, status, detail):
     assert verdict.status == status and verdict.detail.startswith(detail)
 
 
+@pytest.mark.slow
 @needs_bwrap
 def test_a_program_that_runs_out_of_time_is_a_timeout_not_a_wrong_answer():
     with CodeVerifier(timeout=2.0, workers=1) as verifier:

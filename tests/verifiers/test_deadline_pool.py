@@ -36,12 +36,16 @@ def test_stuck_item_costs_at_most_the_deadline_and_the_pool_recovers():
 
 
 def test_worker_death_is_one_error_not_a_crash():
+    from caopd_pl.verifiers.math import _verdict
+
     pool = DeadlinePool(os._exit, workers=1, timeout=5.0)
     try:
         status, message = pool.map([3])[0]
     finally:
         pool.close()
-    assert status == "error" and "exit code 3" in message
+    assert status == "error" and message == "verifier worker died (exit code 3)"
+    verdict = _verdict("42", status, message)  # the math verifier's verdict says "error" once
+    assert verdict.status == "error" and verdict.detail == "error: verifier worker died (exit code 3)"
 
 
 def test_bad_arguments_fail_at_construction():

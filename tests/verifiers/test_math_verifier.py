@@ -65,6 +65,7 @@ def test_reference_dict_and_registry_name():
         verifier.close()
 
 
+@pytest.mark.slow
 def test_pathological_inputs_cost_at_most_the_deadline(verifier):
     nasty = ["\\boxed{9^{9^{9^9}}}", "\\boxed{" + "(" * 500 + "1" + ")" * 500 + "}", "\\boxed{" + "{" * 500 + "1"]
     start = time.monotonic()
@@ -81,6 +82,7 @@ def test_bad_reference_is_an_error_verdict_not_an_exception(verifier):
     assert not verdict.correct and verdict.status == "error"
 
 
+@pytest.mark.slow
 def test_close_releases_and_next_batch_restarts(verifier):
     verifier.close()
     assert verifier._pool is None

@@ -71,6 +71,7 @@ def test_double_forked_daemon_ignoring_signals_is_gone_at_the_verdict(judge):
     assert not verdict.correct
 
 
+@pytest.mark.slow
 def test_infinite_loop_is_killed_at_the_deadline(judge, verifier):
     start = time.monotonic()
     verdict = judge("def solve():\n    while True:\n        pass\n")
@@ -78,6 +79,7 @@ def test_infinite_loop_is_killed_at_the_deadline(judge, verifier):
     assert time.monotonic() - start < verifier.timeout + 3
 
 
+@pytest.mark.slow
 def test_ignored_sigterm_does_not_save_it(judge):
     program = (
         "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 GIB = 1 << 30
 
 # Fill every place a file can be written, 16 MiB (RLIMIT_FSIZE) at a time, and keep it: tmpfs pages outlive the write.
@@ -104,6 +106,7 @@ def test_two_gib_allocation_fails_inside(judge):
     assert "MemoryError" in verdict.detail
 
 
+@pytest.mark.slow
 def test_fork_bomb_is_bounded(judge, verifier):
     program = (
         "import os\ndef solve():\n    while True:\n        try:\n            os.fork()\n        except OSError:\n"

@@ -32,6 +32,14 @@ def make_teacher(student: torch.nn.Module, dtype: torch.dtype | None = None) -> 
     return teacher.eval()
 
 
+def reset_teacher(teacher: torch.nn.Module, student: torch.nn.Module) -> None:
+    """teacher <- student exactly (after the warm start): the full copy's state dict, or the teacher adapter."""
+    if hasattr(teacher, "copy_student"):
+        teacher.copy_student()
+    else:
+        teacher.load_state_dict(student.state_dict())
+
+
 @torch.no_grad()
 def ema_update(
     teacher: torch.nn.Module, student: torch.nn.Module, rate: float, generator: torch.Generator | None = None
@@ -39,7 +47,9 @@ def ema_update(
     """Move every floating-point parameter and buffer of ``teacher`` towards ``student`` by ``rate``.
 
     Args:
-        teacher: the EMA model, updated in place.
+        teacher: the EMA model, updated in place; or a teacher that names its own tensors with ``ema_pairs()``
+            (``(teacher tensors, student tensors)``, as :class:`caopd_pl.models.lora.AdapterTeacher` does for the
+            LoRA teacher adapter), whose tensors alone move.
         student: the trained model; its tensors may have another floating dtype than the teacher's.
         rate: the EMA rate, in [0, 1].
         generator: random source of the stochastic rounding of low-precision teacher parameters (on their device);
@@ -50,6 +60,10 @@ def ema_update(
     """
     if not 0.0 <= rate <= 1.0:
         raise ValueError(f"ema_rate must be in [0, 1], got {rate}")
+    if hasattr(teacher, "ema_pairs"):  # a teacher adapter over the student's base: only adapter tensors move
+        teacher_params, student_params = teacher.ema_pairs()
+        _update(teacher_params, student_params, rate, generator, stochastic=True)
+        return
     teacher_params, teacher_buffers = _float_tensors(teacher)
     student_params, student_buffers = _float_tensors(student)
     if len(teacher_params) != len(student_params) or len(teacher_buffers) != len(student_buffers):

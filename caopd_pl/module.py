@@ -39,13 +39,16 @@ from caopd_pl.callbacks import warm_start_logger
 from caopd_pl.confidence import parse_confidence
 from caopd_pl.data import PromptBatch, skip_first
 from caopd_pl.datamodule import SharedEngine, check_warm_start_data
-from caopd_pl.ema import ema_update, make_teacher
+from caopd_pl.ema import ema_update, make_teacher, reset_teacher
+from caopd_pl.errors import UsageError
 from caopd_pl.files import atomic_write_json, write_jsonl
 from caopd_pl.losses import LossConfig, masked_mean_divergence
 from caopd_pl.metrics import answer_tensors, calibration_metrics, calibration_summary, without_nan
 from caopd_pl.models.loading import DTYPES, Dtype, ModelConfig, final_hidden_states, load_model
+from caopd_pl.models.lora import AdapterTeacher, LoraSettings, add_adapters
 from caopd_pl.plots import reliability_diagram
 from caopd_pl.rollout.base import Rollout, RolloutConfig
+from caopd_pl.sharding import data_parallel_mesh, gathered, is_sharded, run_as_forward, shard_model
 from caopd_pl.tasks.base import Task
 from caopd_pl.warmstart import WarmStartConfig, warm_start_student
 
@@ -76,6 +79,8 @@ class CaOPDModule(L.LightningModule):
             matmuls autocast runs in bf16 anyway. Lightning's ``bf16-true``/``16-true`` precision casts the whole
             module, teacher included: a ``teacher_dtype`` set here is restored at fit start (so a ``bf16-true``
             resume restarts an fp32 teacher from bf16 values).
+        lora: train LoRA adapters (peft) instead of all weights; the teacher is then an EMA of the student's
+            adapter over the same frozen base (:mod:`caopd_pl.models.lora`). None (default): full fine-tuning.
         task: the task: the warm start's rows and evaluation's verifier (the CLI links ``data.task``); None where
             neither runs.
         shared_engine: the run's rollout engine, shared with the datamodule's rollouts (the CLI links
@@ -93,6 +98,7 @@ class CaOPDModule(L.LightningModule):
         eval_max_new_tokens: int = 64,
         eval_temperature: float = 0.0,
         teacher_dtype: Dtype | None = None,
+        lora: LoraSettings | None = None,
         task: Task | None = None,
         shared_engine: SharedEngine | None = None,
     ) -> None:
@@ -113,7 +119,8 @@ class CaOPDModule(L.LightningModule):
             raise ValueError(f"model.teacher_dtype={teacher_dtype!r}: use one of {sorted(DTYPES)} or null")
         self.teacher_dtype = None if teacher_dtype is None else DTYPES[teacher_dtype]
         self.student, self.tokenizer = load_model(model)
-        self.teacher = make_teacher(self.student, self.teacher_dtype)
+        self.lora = lora
+        self.teacher = self._make_teacher()
         self.task, self.shared_engine = task, shared_engine
         if shared_engine is not None:
             shared_engine.bind(self.student, self.tokenizer)
@@ -122,6 +129,14 @@ class CaOPDModule(L.LightningModule):
         self.warm_started = warm_start is None
         self.val_metrics = calibration_metrics("val/")
         self.test_metrics = calibration_metrics("test/")
+
+    def _make_teacher(self) -> torch.nn.Module:
+        """A full copy of the student, or with LoRA the teacher adapter over the student's own base."""
+        if self.lora is None:
+            return make_teacher(self.student, self.teacher_dtype)
+        if self.teacher_dtype is not None:
+            raise ValueError("model.teacher_dtype is for a full-copy teacher; with model.lora set it to null")
+        return AdapterTeacher(add_adapters(self.student, self.lora))
 
     # ---- training ------------------------------------------------------------------------------------------------
 
@@ -165,10 +180,21 @@ class CaOPDModule(L.LightningModule):
         return loss
 
     def distillation_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean token divergence of a batch (float32 whatever the models' dtype) and the number of counted tokens."""
-        student_hidden = final_hidden_states(self.student, batch["student_ids"], batch["student_attention"])
+        """Mean token divergence of a batch (float32 whatever the models' dtype) and the number of counted tokens.
+
+        Sharded (FSDP2), each model's part runs as a forward of that model, so FSDP gathers the output embeddings
+        the chunked loss reads and reduce-scatters the student's gradient (:mod:`caopd_pl.sharding`).
+        """
         with torch.no_grad():
-            teacher_hidden = final_hidden_states(self.teacher, batch["teacher_ids"], batch["teacher_attention"])
+            ids, attention = batch["teacher_ids"], batch["teacher_attention"]
+            teacher_hidden = run_as_forward(self.teacher, final_hidden_states, self.teacher, ids, attention)
+        with gathered(self.teacher):
+            return run_as_forward(self.student, self._divergence, batch, teacher_hidden)
+
+    def _divergence(
+        self, batch: dict[str, torch.Tensor], teacher_hidden: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        student_hidden = final_hidden_states(self.student, batch["student_ids"], batch["student_attention"])
         skip = self.loss_config.skip_first_tokens
         return masked_mean_divergence(
             student_hidden,  # (B, Ts, H)
@@ -191,14 +217,24 @@ class CaOPDModule(L.LightningModule):
         # Same seed on every rank: the DDP ranks' teachers must round alike and stay identical. Created at the first
         # update, on the teacher's device (a checkpoint is restored before the module moves to its device).
         if self.ema_generator is None:
-            self.ema_generator = torch.Generator(next(self.teacher.parameters()).device).manual_seed(0)
+            self.ema_generator = torch.Generator(next(self.student.parameters()).device).manual_seed(0)
             if self._ema_generator_state is not None:
                 with contextlib.suppress(RuntimeError):  # a state of another device type: start from the seed
                     self.ema_generator.set_state(self._ema_generator_state)
         return self.ema_generator
 
+    def configure_model(self) -> None:
+        """Under ``ModelParallelStrategy``, shard the student and the teacher with FSDP2; otherwise nothing."""
+        if self.device_mesh is not None:
+            if getattr(self, "lora", None) is not None:
+                raise UsageError("model.lora with ModelParallelStrategy (FSDP2) is not supported: drop one of them")
+            mesh = data_parallel_mesh(self.device_mesh)
+            shard_model(self.student, mesh)
+            shard_model(self.teacher, mesh)
+
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(self.student.parameters())
+        # Only what trains: with LoRA the frozen base would otherwise sit in the optimizer's parameter groups.
+        optimizer = self.optimizer_factory([p for p in self.student.parameters() if p.requires_grad])
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)
@@ -213,8 +249,11 @@ class CaOPDModule(L.LightningModule):
             show_progress=self.trainer.is_global_zero,
             on_step=warm_start_logger(self.trainer),  # metrics.csv shows the warm start as it runs
         )
+        # Strategies that restore a checkpoint after on_fit_start (FSDP2 ModelParallelStrategy) need no gradient left
+        # behind: loading the optimizer state initialises it by a step on zero gradients (torch.distributed.checkpoint).
+        self.student.zero_grad(set_to_none=True)
         _broadcast_parameters(self.student)
-        self.teacher.load_state_dict(self.student.state_dict())
+        reset_teacher(self.teacher, self.student)
         self.warm_started = True
         if losses and self.trainer.is_global_zero:
             print(f"warm start: {len(losses)} steps, final loss {losses[-1]:.4f}")
@@ -368,7 +407,8 @@ def _ignore_teacher_eval_mode_warning(teacher: torch.nn.Module) -> None:
 
 
 def _broadcast_parameters(module: torch.nn.Module) -> None:
-    # Every rank warm-starts with the same seed; broadcasting from rank 0 removes any nondeterministic drift.
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+    # Every rank warm-starts with the same seed; broadcasting from rank 0 removes any nondeterministic drift. Sharded,
+    # each rank holds other shards (kept consistent by the reduce-scatter): nothing to broadcast.
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1 and not is_sharded(module):
         for tensor in module.state_dict().values():
             dist.broadcast(tensor, src=0)

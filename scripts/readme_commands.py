@@ -41,7 +41,15 @@ RUN = (
 _PAPER = "needs the Qwen3-8B checkpoint at /models/Qwen3-8B and the paper's splits under data/caopd (a GPU machine)"
 _MISCAL = "the benchmark above on 3 seeds, not timed at these settings (one seed at K = 8: 9 min 21 s)"
 _KL = "a timing benchmark at vocabulary 151,936 (the README's figures: {}); tests/test_losses.py checks the values"
+_NODES = "needs GPUs: 8 on one node, or two such nodes (this machine has one node and no GPU)"
 DECLARED = {
+    ".venv/bin/python -m caopd_pl fit --config configs/paper/qwen3_8b_science.yaml "
+    "--model.model.name_or_path /models/Qwen3-8B --trainer.devices 8": _NODES,
+    ".venv/bin/torchrun --nnodes 2 --nproc_per_node 8 --rdzv_backend c10d --rdzv_endpoint "
+    "$HEAD_NODE:29500 -m caopd_pl fit --config configs/paper/qwen3_8b_science.yaml "
+    "--model.model.name_or_path /models/Qwen3-8B --trainer.num_nodes 2 --trainer.devices 8": _NODES,
+    "srun .venv/bin/python -m caopd_pl fit --config configs/paper/qwen3_8b_science.yaml "
+    "--model.model.name_or_path /models/Qwen3-8B --trainer.num_nodes 2 --trainer.devices 8": _NODES,
     ".venv/bin/python -m caopd_pl fit --config configs/paper/qwen3_8b_science.yaml "
     "--model.model.name_or_path /models/Qwen3-8B": _PAPER,
     ".venv/bin/python -m caopd_pl test --config configs/paper/qwen3_8b_science.yaml "

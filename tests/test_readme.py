@@ -84,6 +84,10 @@ def test_readme_command_exists_and_parses(command, parse_only):
     words = shlex.split(command)
     while words and re.fullmatch(r"[A-Z_]+=\S*", words[0]):
         words.pop(0)
+    if words[0] == "srun":  # SLURM runs the command on every task: check the command
+        words.pop(0)
+    if words[0] == ".venv/bin/torchrun":  # torchrun's own options, then the module it runs on every rank
+        words = [PYTHON, *words[words.index("-m") :]]
     program, args = words[0], words[1:]
     if program == "bash":
         assert (REPO / args[0]).is_file(), command

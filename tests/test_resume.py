@@ -3,100 +3,21 @@
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import signal
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from helpers import small_config
-from lightning.pytorch import Callback
+from helpers import REPO, assert_resumed_like, fit, resume_config, small_config, wait_for
 
 from caopd_pl.__main__ import main
 from caopd_pl.cli import cli_main
 from caopd_pl.datamodule import EpochPermutation, RolloutDataModule
 from caopd_pl.resume import AtomicCheckpointIO, epoch_seed
-
-REPO = Path(__file__).resolve().parents[1]
-PROBE = "test_resume.Probe"
-
-
-class Probe(Callback):
-    """Records the global random state at every training batch; optionally stops for good in the middle of an epoch.
-
-    Args:
-        log: JSONL file of ``{epoch, batch, step, rng}`` rows (``rng``: a hash of torch's global generator state).
-        pause_epoch: the epoch in which to stop after batch ``pause_batch``: it writes ``marker`` and sleeps until
-            killed. None never stops.
-        pause_batch: see ``pause_epoch``.
-        marker: the file written when the run stops.
-    """
-
-    def __init__(self, log: str, pause_epoch: int | None = None, pause_batch: int = 0, marker: str = "") -> None:
-        self.rows, self.pause_epoch, self.pause_batch, self.marker = Path(log), pause_epoch, pause_batch, Path(marker)
-
-    def on_train_batch_start(self, trainer, module, batch, batch_idx: int) -> None:
-        state = hashlib.sha256(torch.get_rng_state().numpy().tobytes()).hexdigest()[:16]
-        row = {"epoch": trainer.current_epoch, "batch": batch_idx, "step": trainer.global_step, "rng": state}
-        with self.rows.open("a") as handle:
-            handle.write(json.dumps(row) + "\n")
-
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx: int) -> None:
-        if trainer.current_epoch == self.pause_epoch and batch_idx == self.pause_batch:
-            self.marker.write_text(json.dumps({"epoch": trainer.current_epoch, "step": trainer.global_step}))
-            time.sleep(600)  # killed long before
-
-
-def resume_config(root: Path, **probe: object) -> Path:
-    """The test suite's small quickstart (3 epochs of 2 optimizer steps) with a :class:`Probe`."""
-    root.mkdir(parents=True, exist_ok=True)
-    path = small_config(root, max_epochs=3)
-    config = yaml.safe_load(path.read_text())
-    init_args = {"log": str(root / "rng.jsonl"), **probe}
-    config["trainer"]["callbacks"].append({"class_path": PROBE, "init_args": init_args})
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-def fit(config: Path, *extra: str, wait: bool = True) -> subprocess.Popen:
-    """``python -m caopd_pl fit --config config`` in a fresh process, one thread, this test module importable."""
-    path = os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
-    command = [sys.executable, "-m", "caopd_pl", "fit", "--config", str(config), *extra]
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    if wait:
-        output, _ = process.communicate(timeout=600)
-        assert process.returncode == 0, output[-3000:]
-    return process
-
-
-def wait_for(path: Path, process: subprocess.Popen, timeout: float = 600.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if process.poll() is not None:
-            raise AssertionError(
-                f"fit ended ({process.returncode}) before {path.name}: {process.stdout.read()[-3000:]}"
-            )
-        assert time.monotonic() < deadline, f"no {path.name} after {timeout} s"
-        time.sleep(0.2)
-
-
-def tensors(checkpoint: dict) -> dict[str, torch.Tensor]:
-    """Every tensor of a checkpoint that training changes: weights (student, teacher) and optimizer states."""
-    found = {f"state_dict/{key}": value for key, value in checkpoint["state_dict"].items()}
-    for index, optimizer in enumerate(checkpoint["optimizer_states"]):
-        for param, state in optimizer["state"].items():
-            found |= {
-                f"optimizer{index}/{param}/{key}": value for key, value in state.items() if torch.is_tensor(value)
-            }
-    return found
 
 
 def rng_by_batch(path: Path) -> dict[tuple[int, int], str]:
@@ -121,13 +42,7 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run_bit_for_bit(
 
     fit(resume_config(killed), "--ckpt_path", "last")
 
-    expected = tensors(torch.load(straight / "checkpoints/last.ckpt", weights_only=False))
-    resumed_checkpoint = torch.load(killed / "checkpoints/last.ckpt", weights_only=False)
-    resumed = tensors(resumed_checkpoint)
-    assert resumed_checkpoint["epoch"] == 2 and resumed.keys() == expected.keys()
-    assert any(key.startswith("state_dict/teacher.") for key in expected)
-    different = [key for key in expected if not torch.equal(expected[key], resumed[key])]
-    assert not different, f"{len(different)} of {len(expected)} tensors differ, e.g. {different[:3]}"
+    assert_resumed_like(straight, killed)
     # What dropout would draw: the global generator at every batch of the replayed epochs is the same.
     straight_rng, killed_rng = rng_by_batch(straight / "rng.jsonl"), rng_by_batch(killed / "rng.jsonl")
     assert {key: killed_rng[key] for key in straight_rng if key[0] >= 1} == {

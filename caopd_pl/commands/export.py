@@ -9,6 +9,9 @@ one from ``model.model.name_or_path``), then the weights are loaded into it. A b
 is given with ``--base`` (the same base model: the weights are replaced anyway); ``--config`` applies a run config's
 ``model:`` section first (any of its keys override the checkpoint's).
 
+A LoRA checkpoint (``model.lora``) holds the base and both adapters; the exported model is the base with the
+student's adapter (``--teacher``: the teacher's) merged in, a plain model without peft layers.
+
 The ``generation_config`` is the base model's, with ``eos_token_id`` set to the ids training stopped rollouts on
 (the tokenizer's EOS, then the checkpoint's EOS ids), so every engine ends a completion where training did. Its
 sampling defaults (a base instruct model's temperature, top-p ...) are kept: they are the deployer's to choose, and
@@ -79,7 +82,7 @@ def export(
     hparams = _hyper_parameters(checkpoint, ckpt_path, config, base)
     module = _rebuild_module(hparams, ckpt_path)
     module.load_state_dict(checkpoint["state_dict"])
-    model = module.teacher if teacher else module.student
+    model = _exported_model(module, teacher)
     if dtype is not None:
         model.to(dtype=getattr(torch, dtype))
     out.mkdir(parents=True, exist_ok=True)
@@ -87,6 +90,15 @@ def export(
     model.save_pretrained(out)
     module.tokenizer.save_pretrained(out)
     return out
+
+
+def _exported_model(module: Any, teacher: bool) -> Any:
+    """The student (or teacher) as a plain transformers model: with LoRA, its adapter merged into the base."""
+    if module.lora is None:
+        return module.teacher if teacher else module.student
+    from caopd_pl.models.lora import STUDENT, TEACHER, merge_adapter
+
+    return merge_adapter(module.student, TEACHER if teacher else STUDENT)
 
 
 def _read_checkpoint(path: Path) -> dict[str, Any]:

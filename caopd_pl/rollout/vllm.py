@@ -36,6 +36,7 @@ the recipe in ``docs/vllm.md`` on CPU.
 from __future__ import annotations
 
 import contextlib
+import copy
 import gc
 import importlib.util
 import logging
@@ -303,7 +304,14 @@ def _save_model_files(model: torch.nn.Module, tokenizer: Any, stop_ids: list[int
     """
     from transformers import GenerationConfig
 
-    model.config.save_pretrained(directory)
+    config = copy.copy(model.config)
+    # A model built in code has no ``architectures`` (save_pretrained fills it in): without it vLLM may resolve the
+    # model type to a pooling model (a tiny Qwen3 becomes an "embed" model that cannot generate). The class is the
+    # transformers one, not a wrapper FSDP2 derives from it (``FSDPQwen2ForCausalLM``).
+    if not config.architectures:
+        classes = type(model).__mro__
+        config.architectures = [next(c.__name__ for c in classes if c.__module__.startswith("transformers"))]
+    config.save_pretrained(directory)
     GenerationConfig(eos_token_id=list(stop_ids), pad_token_id=tokenizer.pad_token_id).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
 

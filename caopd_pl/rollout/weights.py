@@ -5,7 +5,8 @@ Gathering (:func:`iter_full_parameters`) yields every parameter under its Huggin
 components that sharding, compiling and activation checkpointing insert are removed), tied ones under each of their
 names, as full tensors: DTensor (FSDP2 / ``ModelParallelStrategy``) and DeepSpeed ZeRO-3 parameters are gathered one
 at a time, FSDP1 flat parameters one FSDP unit at a time; peak extra memory is one parameter (one unit), never the
-model.
+model. A model with LoRA adapters (:mod:`caopd_pl.models.lora`) yields the base's names, each adapted weight with the
+student's adapter merged in, one weight at a time.
 
 Change detection (:func:`fingerprint`, :func:`changed_on_any_rank`) reads only the local shards: parameter
 identities and autograd version counters (every in-place update through autograd: optimizer steps, ``copy_``,
@@ -19,6 +20,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
+
+from caopd_pl.models.lora import has_adapters, iter_merged_parameters
 
 # Wrapper path components that sharding / compiling / checkpointing insert into parameter names.
 _WRAPPER_PARTS = ("_fsdp_wrapped_module", "_checkpoint_wrapped_module", "_orig_mod")
@@ -47,8 +50,10 @@ def iter_full_parameters(model: torch.nn.Module) -> Iterator[tuple[str, torch.Te
         yield from _iter_fsdp1_parameters(model)
         return
     with torch.no_grad():
-        for name, param in model.named_parameters(remove_duplicate=False):
-            yield checkpoint_name(name), _full_tensor(param)
+        named = ((checkpoint_name(name), _full_tensor(p)) for name, p in model.named_parameters(remove_duplicate=False))
+        if has_adapters(model):  # LoRA: the engine gets the base with the student's adapter merged in
+            named = iter_merged_parameters(named, model)
+        yield from named
 
 
 def _full_tensor(param: torch.Tensor) -> torch.Tensor:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from cli_runs import checkpoint_config, run_test, small_quickstart
+from helpers import redraw
 from lightning.pytorch import Callback
 
 from caopd_pl.models.tiny import TinyModelConfig, build_tiny_model
@@ -29,15 +30,6 @@ TEXTS = ["12+3=", "hello world", "What is 7*8?", "a", "Confidence:", "The answer
 GREEDY = RolloutConfig(engine="vllm", num_samples=1, temperature=0.0, max_new_tokens=24)
 # vLLM's CPU backend repacks linear weights into kernel layouts; these stay readable and comparable.
 READABLE = ("embed_tokens.weight", "lm_head.weight", "norm.weight", "layernorm.weight", "qkv_proj.bias")
-
-
-def redraw(model: torch.nn.Module, seed: int, scale: float = 0.3) -> None:
-    """Matrices ~ N(0, scale^2), seeded: a student whose greedy completions are long and prompt-dependent."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in model.parameters():
-            if param.dim() >= 2:
-                param.copy_(torch.randn(param.shape, generator=generator) * scale)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,213 @@
+"""Sharded training (FSDP2, :mod:`caopd_pl.sharding`) on CPU: 2 processes, gloo, a tiny Qwen3 built in code.
+
+One FSDP optimizer step (chunked loss, AdamW, EMA on the shards) must give the loss, student and teacher a
+single-process step gives on the same batch; and a 2-process ``fit`` through the CLI, SIGKILLed after an epoch and
+resumed with ``--ckpt_path last``, must end where an uninterrupted run ends.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import yaml
+from helpers import REPO, assert_resumed_like, fit, resume_config, wait_for
+
+from caopd_pl.ema import ema_update
+from caopd_pl.losses import LossConfig
+from caopd_pl.models.loading import ModelConfig
+from caopd_pl.models.tiny import TinyModelConfig
+from caopd_pl.module import CaOPDModule
+from caopd_pl.rollout.base import RolloutConfig
+from caopd_pl.rollout.hf import HFEngine
+from caopd_pl.rollout.weights import iter_full_parameters
+from caopd_pl.sharding import is_sharded, shard_model
+
+WORLD = 2
+GREEDY = RolloutConfig(num_samples=1, temperature=0.0, max_new_tokens=12)
+FSDP_OPTIONS = (
+    "--trainer.strategy",
+    "{class_path: lightning.pytorch.strategies.ModelParallelStrategy, init_args: {data_parallel_size: 2, "
+    "tensor_parallel_size: 1, save_distributed_checkpoint: false}}",
+)
+"""FSDP2 over 2 processes through the CLI, with full-state (single-file) checkpoints."""
+
+
+def qwen3_module(tie: bool) -> CaOPDModule:
+    """A tiny Qwen3 student (3 layers; tied or untied output embedding) and its teacher, fp32, no dropout."""
+    shape = {"hidden_size": 32, "num_layers": 3, "num_heads": 2, "num_kv_heads": 1, "intermediate_size": 64}
+    spec = TinyModelConfig(architecture="qwen3", tie_word_embeddings=tie, **shape)
+    module = CaOPDModule(ModelConfig(tiny=spec), LossConfig(chunk_size=3), ema_rate=0.25)
+    with torch.no_grad():  # a teacher away from the student, so the loss and its gradient are not zero
+        for param in module.teacher.parameters():
+            param.add_(0.05 * torch.randn(param.shape, generator=torch.Generator().manual_seed(param.numel())))
+    return module
+
+
+def step_batch(vocab: int) -> dict[str, torch.Tensor]:
+    """4 rows, 6 counted completion tokens each (equal counts: the mean over ranks is the global mean)."""
+    generator = torch.Generator().manual_seed(1)
+    student_ids = torch.randint(3, vocab, (4, 10), generator=generator)
+    teacher_ids = torch.cat([torch.randint(3, vocab, (4, 4), generator=generator), student_ids], dim=1)
+    student_mask, teacher_mask = torch.zeros(4, 10, dtype=torch.bool), torch.zeros(4, 14, dtype=torch.bool)
+    student_mask[:, 3:9] = teacher_mask[:, 7:13] = True
+    return {
+        "student_ids": student_ids,
+        "student_attention": torch.ones_like(student_ids),
+        "student_mask": student_mask,
+        "teacher_ids": teacher_ids,
+        "teacher_attention": torch.ones_like(teacher_ids),
+        "teacher_mask": teacher_mask,
+    }
+
+
+def one_step(module: CaOPDModule, batch: dict[str, torch.Tensor]) -> float:
+    """Loss, backward, one AdamW step of the student, one EMA update of the teacher; the loss."""
+    optimizer = torch.optim.AdamW(module.student.parameters(), lr=1e-2)
+    loss, _ = module.distillation_loss(batch)
+    loss.backward()
+    optimizer.step()
+    ema_update(module.teacher, module.student, module.ema_rate)
+    return loss.item()
+
+
+def full_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: tensor.clone() for name, tensor in iter_full_parameters(model)}
+
+
+def sharded_step(rank: int, port: int, out: str) -> None:
+    """Rank ``rank`` of 2: shard both models, step on its half of the batch, save the gathered weights (rank 0)."""
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
+    try:
+        mesh = dist.device_mesh.init_device_mesh("cpu", (WORLD,))
+        results = {}
+        for tie in (False, True):
+            torch.manual_seed(0)
+            module = qwen3_module(tie)
+            shard_model(module.student, mesh)
+            shard_model(module.teacher, mesh)
+            assert is_sharded(module.student) and is_sharded(module.teacher)
+            batch = step_batch(module.student.config.vocab_size)
+            local = {key: value[rank * 2 : rank * 2 + 2] for key, value in batch.items()}  # this rank's rows
+            loss = torch.tensor(one_step(module, local))
+            dist.all_reduce(loss)
+            student, teacher = full_weights(module.student), full_weights(module.teacher)  # collectives: every rank
+            results[tie] = {"loss": loss.item() / WORLD, "student": student, "teacher": teacher}
+            results[tie]["rollouts_match"] = sharded_rollouts_match(module, student, rank)
+        if rank == 0:
+            torch.save(results, out)
+    finally:
+        dist.destroy_process_group()
+
+
+def sharded_rollouts_match(module: CaOPDModule, weights: dict[str, torch.Tensor], rank: int) -> bool:
+    """Whether the ``hf`` engine's greedy completions from the sharded student, on this rank's own prompts, are those
+    of an unsharded copy loaded with the gathered weights, on every rank."""
+    prompts = [module.tokenizer.encode(text) for text in (["12+3=", "hello"], ["7*8=?", "abc de"])[rank]]
+    sharded = HFEngine(GREEDY, module.student, module.tokenizer).generate(prompts, seed=0)
+    plain = qwen3_module(module.student.config.tie_word_embeddings).student
+    plain.load_state_dict(weights, strict=False)  # every parameter; the rotary buffers are constants
+    expected = HFEngine(GREEDY, plain, module.tokenizer).generate(prompts, seed=0)
+    same = torch.tensor(int([g[0].token_ids for g in sharded] == [g[0].token_ids for g in expected]))
+    dist.all_reduce(same, op=dist.ReduceOp.MIN)
+    return bool(same.item())
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_sharded_on_one_process_the_loss_and_lm_head_gradient_are_the_unsharded_ones():
+    """The fast lane's check of the sharded path: FSDP2 over a 1-process gloo group (no other rank to wait for)."""
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
+    try:
+        plain, sharded = qwen3_module(tie=False), qwen3_module(tie=False)
+        mesh = dist.device_mesh.init_device_mesh("cpu", (1,))
+        shard_model(sharded.student, mesh)
+        shard_model(sharded.teacher, mesh)
+        batch = step_batch(plain.student.config.vocab_size)
+        expected, _ = plain.distillation_loss(batch)
+        loss, _ = sharded.distillation_loss(batch)
+        expected.backward()
+        loss.backward()
+        head = sharded.student.lm_head.weight
+        assert type(head).__name__ == "DTensor" and type(head.grad).__name__ == "DTensor"  # resharded after backward
+        torch.testing.assert_close(loss, expected, atol=1e-6, rtol=0)
+        torch.testing.assert_close(head.grad.full_tensor(), plain.student.lm_head.weight.grad, atol=1e-6, rtol=0)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_one_fsdp_step_matches_a_single_process_step(tmp_path):
+    out = tmp_path / "sharded.pt"
+    mp.spawn(sharded_step, args=(free_port(), str(out)), nprocs=WORLD, join=True)
+    sharded = torch.load(out, weights_only=False)
+
+    for tie in (False, True):
+        torch.manual_seed(0)
+        module = qwen3_module(tie)
+        before = full_weights(module.student)
+        loss = one_step(module, step_batch(module.student.config.vocab_size))
+        expected = {"student": full_weights(module.student), "teacher": full_weights(module.teacher)}
+
+        got = sharded[tie]
+        assert got["loss"] == pytest.approx(loss, abs=1e-5) and loss > 1e-3
+        for side in ("student", "teacher"):
+            assert got[side].keys() == expected[side].keys()
+            for name, tensor in expected[side].items():
+                torch.testing.assert_close(got[side][name], tensor, atol=1e-5, rtol=0, msg=f"{side} {name}")
+        assert got["rollouts_match"]
+        # The step moved every weight the loss reaches, lm_head (the chunked loss's direct read) included.
+        head = "lm_head.weight"
+        assert not torch.allclose(expected["student"][head], before[head])
+
+
+def launch(config: Path) -> subprocess.Popen:
+    """The 2-process FSDP ``fit`` of ``config`` in a new process group (its ranks are killed together)."""
+    path = os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
+    command = [sys.executable, "-m", "caopd_pl", "fit", "--config", str(config), *FSDP_OPTIONS]
+    return subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+
+
+def as_fsdp(config: Path) -> Path:
+    """``config`` on a tiny Qwen3 with an untied output embedding (as Qwen3-8B), on 2 CPU processes."""
+    values = yaml.safe_load(config.read_text())
+    values["model"]["model"]["tiny"] |= {"architecture": "qwen3", "tie_word_embeddings": False}
+    values["trainer"] |= {"devices": WORLD, "accelerator": "cpu"}
+    config.write_text(yaml.safe_dump(values))
+    return config
+
+
+@pytest.mark.slow
+def test_two_process_fsdp_fit_killed_after_an_epoch_resumes_to_the_same_weights(tmp_path):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    fit(as_fsdp(resume_config(straight)), *FSDP_OPTIONS)
+
+    marker = killed / "paused.json"
+    process = launch(as_fsdp(resume_config(killed, pause_epoch=1, pause_batch=0, marker=str(marker))))
+    wait_for(marker, process)
+    os.killpg(process.pid, signal.SIGKILL)  # every rank at once, as a scheduler ends a job (rank 1 is rank 0's child)
+    process.communicate(timeout=60)
+    assert process.returncode == -signal.SIGKILL
+    saved = torch.load(killed / "checkpoints/last.ckpt", weights_only=False)
+    assert saved["epoch"] == 0 and saved["global_step"] < json.loads(marker.read_text())["step"]
+
+    fit(as_fsdp(resume_config(killed)), *FSDP_OPTIONS, "--ckpt_path", "last")
+
+    assert_resumed_like(straight, killed)

@@ -25,16 +25,10 @@ import subprocess
 import sys
 import time
 
+from peak_memory import reset_peak, rss_kib  # beside this script
+
 DTYPES = ("float32", "bfloat16")
 DIVERGENCES = ("reverse", "forward", "jsd")  # the built-ins of caopd_pl.losses.DIVERGENCES
-
-
-def _rss_kib(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 def _by_autograd(divergence: str):
@@ -84,15 +78,14 @@ def run_variant(
         return loss.item()
 
     step()  # warm-up (allocator, threads)
-    with open("/proc/self/clear_refs", "w") as handle:
-        handle.write("5")  # reset the peak RSS to the current RSS
-    baseline = _rss_kib("VmRSS")
+    reset_peak()
+    baseline = rss_kib("VmRSS")
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         value = step()
         times.append(time.perf_counter() - start)
-    peak = (_rss_kib("VmHWM") - baseline) / 1024
+    peak = (rss_kib("VmHWM") - baseline) / 1024
     return {"variant": variant, "dtype": dtype_name, "peak_mib": peak, "seconds": min(times), "loss": value}
 
 

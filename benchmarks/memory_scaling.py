@@ -30,22 +30,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+from peak_memory import reset_peak, rss_kib  # beside this script
+
 MODES = ("full", "lora", "fsdp")
 LORA_TARGET, FSDP_TARGET = 0.5, 0.65
 H200_GB = 141.0
-
-
-def _rss_kib(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _reset_peak() -> None:
-    with open("/proc/self/clear_refs", "w") as handle:
-        handle.write("5")  # VmHWM <- current resident size
 
 
 # ---- one rank's step (run in a fresh process) --------------------------------------------------------------------
@@ -102,7 +91,7 @@ def _worker(rank: int, world: int, mode: str, args: argparse.Namespace, port: in
     torch.set_num_threads(1)
     if world > 1:
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    baseline = _rss_kib("VmRSS")
+    baseline = rss_kib("VmRSS")
     module = _module(args, lora=mode == "lora")
     if world > 1:
         mesh = dist.device_mesh.init_device_mesh("cpu", (world,))
@@ -113,8 +102,8 @@ def _worker(rank: int, world: int, mode: str, args: argparse.Namespace, port: in
     batch = _batch(module.student.config.vocab_size, 2 * world, args.tokens)
     local = {key: value[2 * rank : 2 * rank + 2] for key, value in batch.items()}  # this rank's 2 rows
     module.train()
-    _reset_peak()
-    resident = _rss_kib("VmRSS")
+    reset_peak()
+    resident = rss_kib("VmRSS")
     loss, _ = module.distillation_loss(local)
     loss.backward()
     optimizer.step()
@@ -123,7 +112,7 @@ def _worker(rank: int, world: int, mode: str, args: argparse.Namespace, port: in
     figures = {
         "baseline_mib": baseline / 1024,
         "resident_mib": resident / 1024,
-        "peak_mib": _rss_kib("VmHWM") / 1024,
+        "peak_mib": rss_kib("VmHWM") / 1024,
         "parameters": sum(p.numel() for p in module.student.parameters()),  # a DTensor counts its full shape
         "trainable": sum(p.numel() for p in trainable),
         "loss": loss.item(),

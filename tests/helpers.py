@@ -49,19 +49,30 @@ def metrics_rows(root: Path) -> list[dict]:
     return list(csv.DictReader(path.open()))
 
 
-def distill_batch(vocab: int) -> dict[str, torch.Tensor]:
-    """A batch of two 8-token sequences whose teacher side has a 5-token privileged prefix, 5 completion tokens each.
+def distill_batch(
+    vocab: int,
+    rows: int = 2,
+    length: int = 8,
+    prefix: int = 5,
+    completion: tuple[int, int] = (2, 7),
+    generator: torch.Generator | None = None,
+) -> dict[str, torch.Tensor]:
+    """A distillation batch of ``rows`` sequences of ``length`` tokens; the teacher's have a privileged prefix.
 
-    Token ids are drawn from [3, vocab); the masks select positions 2-6 of the student and 7-11 of the teacher.
+    Token ids are drawn from [3, vocab) (student ids first, then the prefix; the global generator when ``generator``
+    is None); the masks select positions ``completion`` [start, end) of the student and the same tokens, shifted by
+    ``prefix``, of the teacher.
     """
-    student_ids = torch.randint(3, vocab, (2, 8))
-    teacher_ids = torch.cat([torch.randint(3, vocab, (2, 5)), student_ids], dim=1)  # a privileged prefix, same tokens
-    student_mask, teacher_mask = torch.zeros(2, 8, dtype=torch.bool), torch.zeros(2, 13, dtype=torch.bool)
-    student_mask[:, 2:7] = teacher_mask[:, 7:12] = True
+    student_ids = torch.randint(3, vocab, (rows, length), generator=generator)
+    prefix_ids = torch.randint(3, vocab, (rows, prefix), generator=generator)
+    teacher_ids = torch.cat([prefix_ids, student_ids], dim=1)  # a privileged prefix, same tokens
+    student_mask = torch.zeros(rows, length, dtype=torch.bool)
+    teacher_mask = torch.zeros(rows, prefix + length, dtype=torch.bool)
+    start, end = completion
+    student_mask[:, start:end] = teacher_mask[:, prefix + start : prefix + end] = True
     batch = dict(student_ids=student_ids, student_attention=torch.ones_like(student_ids), student_mask=student_mask)
-    return batch | dict(
-        teacher_ids=teacher_ids, teacher_attention=torch.ones_like(teacher_ids), teacher_mask=teacher_mask
-    )
+    batch |= dict(teacher_ids=teacher_ids, teacher_attention=torch.ones_like(teacher_ids), teacher_mask=teacher_mask)
+    return batch
 
 
 PROBE = "helpers.Probe"

@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import yaml
-from helpers import REPO, assert_resumed_like, fit, resume_config, wait_for
+from helpers import REPO, assert_resumed_like, distill_batch, fit, resume_config, wait_for
 
 from caopd_pl.ema import ema_update
 from caopd_pl.losses import LossConfig
@@ -55,19 +55,9 @@ def qwen3_module(tie: bool) -> CaOPDModule:
 
 def step_batch(vocab: int) -> dict[str, torch.Tensor]:
     """4 rows, 6 counted completion tokens each (equal counts: the mean over ranks is the global mean)."""
-    generator = torch.Generator().manual_seed(1)
-    student_ids = torch.randint(3, vocab, (4, 10), generator=generator)
-    teacher_ids = torch.cat([torch.randint(3, vocab, (4, 4), generator=generator), student_ids], dim=1)
-    student_mask, teacher_mask = torch.zeros(4, 10, dtype=torch.bool), torch.zeros(4, 14, dtype=torch.bool)
-    student_mask[:, 3:9] = teacher_mask[:, 7:13] = True
-    return {
-        "student_ids": student_ids,
-        "student_attention": torch.ones_like(student_ids),
-        "student_mask": student_mask,
-        "teacher_ids": teacher_ids,
-        "teacher_attention": torch.ones_like(teacher_ids),
-        "teacher_mask": teacher_mask,
-    }
+    return distill_batch(
+        vocab, rows=4, length=10, prefix=4, completion=(3, 9), generator=torch.Generator().manual_seed(1)
+    )
 
 
 def one_step(module: CaOPDModule, batch: dict[str, torch.Tensor]) -> float:

@@ -127,14 +127,15 @@ def _parse_script(path: Path, args: list[str], command: str) -> None:
     assert path.is_file(), command
     spec = importlib.util.spec_from_file_location(f"readme_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    argv = sys.argv
+    argv, search = sys.argv, sys.path[:]
     sys.argv = [str(path), *args]
+    sys.path.insert(0, str(path.parent))  # as `python path` does: the script's folder first
     try:
+        spec.loader.exec_module(module)
         with pytest.raises(Parsed):
             module.main()
     finally:
-        sys.argv = argv
+        sys.argv, sys.path[:] = argv, search
 
 
 def test_every_readme_command_is_run_or_declared_with_a_reason():

@@ -250,8 +250,10 @@ class VLLMEngine(RolloutEngine):
             child.kill()
 
     def __del__(self) -> None:
-        with contextlib.suppress(Exception):
+        try:  # not contextlib.suppress: at interpreter exit this module's globals may already be None
             shutil.rmtree(self._dir, ignore_errors=True)
+        except Exception:
+            pass
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -107,7 +107,6 @@ def test_missing_checkpoint_is_one_line_and_exit_2(tmp_path, capsys):
 @pytest.mark.vllm
 @pytest.mark.slow
 def test_vllm_loads_the_export_and_decodes_like_the_student(tmp_path, monkeypatch):
-    pytest.importorskip("vllm", reason="vLLM is not installed (pip install 'caopd-pl[vllm]')")
     from vllm import LLM, SamplingParams
 
     config, _ = local_model_config(tmp_path, width=64, scale=0.3)  # vLLM's CPU attention needs a head size of 32

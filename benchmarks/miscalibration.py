@@ -3,18 +3,23 @@
 For each seed: warm-start the tiny model once (supervised, every demonstration ends in ``Confidence: 1.00``); from
 that same checkpoint train SDFT (``calibration: none``) and CaOPD (``calibration: empirical``) with the same seeds,
 rollouts and steps; evaluate the warm start ("base"), SDFT and CaOPD by greedy decoding on the held-out ``test``
-split and the shifted ``ood`` split (longer operands and a level never trained). Everything else comes from the
-config (default ``configs/quickstart.yaml``).
+split and the shifted ``ood`` split (longer operands and a level never trained), reading each answer's confidence
+with every readout of :mod:`caopd_pl.readouts` (``greedy``: the stated value; ``expected``: its expectation under the
+model given the answer; ``sampled``: the mean over ``--samples`` sampled completions). Everything else comes from
+the config (default ``configs/quickstart.yaml``).
 
-    python benchmarks/miscalibration.py --out runs/miscalibration --seeds 0 1 2
+    python benchmarks/miscalibration.py --out runs/miscalibration --seeds 0 1 2 --readout expected
 
-Writes ``DIR/summary.json`` ({method: {split: {metric: mean}}}, with ``_std`` and per-seed values beside),
-``DIR/levels.json`` (accuracy and mean stated confidence per difficulty level, pooled over seeds),
-``DIR/confidence_vs_accuracy.png``, ``DIR/reliability.png`` and prints a Markdown table; ``summary.json`` and
-``levels.json`` are also kept in ``DIR/<setting>/`` (e.g. ``k4_ecfg_beta_1_1``), so runs that differ only in
-K, epochs, estimator or overrides can share one ``DIR`` and its warm starts. A finished piece (a warm start, a
-trained method, an evaluation) is kept under ``DIR/seed_<s>_<config digest>/`` and reused when the command is run
-again with the same config file content.
+Writes ``DIR/summary.json`` ({method: {split: {metric: mean}}} for the ``--readout`` readout, with ``_std`` and
+per-seed values beside, and {method: {split: {"by_readout": {readout: {metric: ...}}}}} for all three),
+``DIR/levels.json`` (accuracy and mean confidence per difficulty level and readout, pooled over seeds),
+``DIR/confidence_vs_accuracy.png`` (every method and readout), ``DIR/reliability.png`` (methods x readouts),
+``DIR/run.json`` (the primary readout, the setting, the wall-clock seconds this invocation spent per seed) and
+prints Markdown tables;
+``summary.json`` and ``levels.json`` are also kept in ``DIR/<setting>/`` (e.g. ``k4_ecfg_beta_1_1``), so runs that
+differ only in K, epochs, estimator, stratification or overrides can share one ``DIR`` and its warm starts. A
+finished piece (a warm start, a trained method, an evaluation) is kept under ``DIR/seed_<s>_<config digest>/`` and
+reused when the command is run again with the same config file content.
 """
 
 from __future__ import annotations
@@ -24,13 +29,15 @@ import hashlib
 import json
 import math
 import statistics
+import time
 from pathlib import Path
 from typing import Any
 
 from caopd_pl import pipeline
 from caopd_pl.files import atomic_save_dir, atomic_write_text, read_jsonl, write_jsonl
 from caopd_pl.metrics import answer_tensors, calibration_summary
-from caopd_pl.plots import confidence_vs_accuracy, reliability_grid
+from caopd_pl.plots import confidence_vs_accuracy, reliability_matrix
+from caopd_pl.readouts import READOUTS, with_readout
 
 METHODS = {"sdft": "none", "caopd": "empirical"}
 SPLITS = ("test", "ood")
@@ -79,23 +86,34 @@ def train(config: str, root: Path, base: Path, method: str, seed: int, extra: li
     return out / "model"
 
 
-def evaluate(config: str, root: Path, model: Path, name: str, split: str) -> list[dict]:
-    """Greedy answers of ``model`` on ``split`` (cached as JSONL)."""
-    path = root / "eval" / f"{name}_{split}.jsonl"
+def evaluate(config: str, root: Path, model: Path, name: str, split: str, samples: int = 8) -> list[dict]:
+    """Greedy answers of ``model`` on ``split`` with every confidence readout (cached as JSONL).
+
+    ``samples`` completions per prompt make the ``sampled`` readout (temperature 1, seeded).
+    """
+    path = root / "eval" / f"{name}_{split}_readouts_n{samples}.jsonl"
     if path.exists():
         return read_jsonl(path)
-    layers = [pipeline.starting_from(model), {"data": {"test_split": split}}]
+    readout = {"primary": "greedy", "report": list(READOUTS), "num_samples": samples, "temperature": 1.0}
+    layers = [pipeline.starting_from(model), {"data": {"test_split": split}, "model": {"readout": readout}}]
     records = pipeline.evaluate(build(config, root / "eval" / name, layers, []))
     write_jsonl(path, records)
     return records
 
 
-def summarize(records: list[dict]) -> dict[str, float]:
-    return calibration_summary(*answer_tensors(records))
+def summarize(records: list[dict], readout: str) -> dict:
+    """The ``readout`` readout's metrics, and every readout's under ``by_readout``."""
+    by_readout = {name: calibration_summary(*answer_tensors(with_readout(records, name))) for name in READOUTS}
+    return {**by_readout[readout], "by_readout": by_readout}
 
 
-def by_level(records: list[dict]) -> dict[str, dict[str, float]]:
-    """{level: {n, accuracy, mean_confidence}} for records that carry a ``level`` (the arithmetic task's do)."""
+def by_level(records: list[dict], readout: str | None = None) -> dict[str, dict[str, float]]:
+    """{level: {n, accuracy, mean_confidence}} for records that carry a ``level`` (the arithmetic task's do).
+
+    ``mean_confidence`` is the ``readout`` readout's (None: the records' ``confidence``).
+    """
+    if readout is not None:
+        records = with_readout(records, readout)
     groups: dict[str, list[dict]] = {}
     for record in records:
         groups.setdefault(str(record.get("level", "all")), []).append(record)
@@ -110,34 +128,61 @@ def by_level(records: list[dict]) -> dict[str, dict[str, float]]:
 
 
 def aggregate(per_seed: list[dict]) -> dict:
-    """{method: {split: {key: mean, key_std: std, key_seeds: [...]}}} over seeds."""
+    """{method: {split: {key: mean, key_std: std, key_seeds: [...]}}} over seeds, and the same under ``by_readout``
+    for cells that have one."""
     out: dict = {}
     for method in per_seed[0]:
         for split in SPLITS:
-            cell = out.setdefault(method, {}).setdefault(split, {})
-            for key in KEYS:
-                values = [seed[method][split][key] for seed in per_seed]
-                finite = [v for v in values if not math.isnan(v)]
-                cell[key] = statistics.fmean(finite) if finite else None
-                cell[f"{key}_std"] = statistics.pstdev(finite) if len(finite) > 1 else 0.0
-                cell[f"{key}_seeds"] = [None if math.isnan(v) else v for v in values]
+            cells = [seed[method][split] for seed in per_seed]
+            out.setdefault(method, {})[split] = _mean_cell(cells)
+            if "by_readout" in cells[0]:
+                out[method][split]["by_readout"] = {
+                    name: _mean_cell([cell["by_readout"][name] for cell in cells]) for name in cells[0]["by_readout"]
+                }
     return out
+
+
+def _mean_cell(cells: list[dict]) -> dict:
+    out = {}
+    for key in KEYS:
+        values = [cell[key] for cell in cells]
+        finite = [v for v in values if not math.isnan(v)]
+        out[key] = statistics.fmean(finite) if finite else None
+        out[f"{key}_std"] = statistics.pstdev(finite) if len(finite) > 1 else 0.0
+        out[f"{key}_seeds"] = [None if math.isnan(v) else v for v in values]
+    return out
+
+
+def _value(cell: dict, key: str, seeds: int) -> str:
+    if cell[key] is None:
+        return "n/a"
+    return f"{cell[key]:.3f}" + (f" ± {cell[key + '_std']:.3f}" if seeds > 1 else "")
 
 
 def markdown(summary: dict, seeds: int) -> str:
     lines = [f"| method | split | {' | '.join(KEYS)} |", "|---|---|" + "---|" * len(KEYS)]
     for method, splits in summary.items():
         for split, cell in splits.items():
-            values = [
-                "n/a" if cell[k] is None else (f"{cell[k]:.3f}" + (f" ± {cell[k + '_std']:.3f}" if seeds > 1 else ""))
-                for k in KEYS
-            ]
-            lines.append(f"| {method} | {split} | {' | '.join(values)} |")
+            lines.append(f"| {method} | {split} | {' | '.join(_value(cell, k, seeds) for k in KEYS)} |")
+    return "\n".join(lines)
+
+
+READOUT_KEYS = ("mean_confidence", "ece", "brier", "spr", "auroc")
+
+
+def readout_markdown(summary: dict, seeds: int) -> str:
+    """Every readout's confidence metrics side by side (accuracy is the greedy answer's: one per method)."""
+    lines = [f"| method | split | readout | {' | '.join(READOUT_KEYS)} |", "|---|---|---|" + "---|" * len(READOUT_KEYS)]
+    for method, splits in summary.items():
+        for split, cell in splits.items():
+            for name, sub in cell.get("by_readout", {}).items():
+                values = " | ".join(_value(sub, k, seeds) for k in READOUT_KEYS)
+                lines.append(f"| {method} | {split} | {name} | {values} |")
     return "\n".join(lines)
 
 
 def level_markdown(levels: dict, split: str) -> str:
-    """Accuracy / mean stated confidence per level and method, pooled over seeds."""
+    """Accuracy / mean confidence per level and method, pooled over seeds."""
     methods = list(levels)
     names = sorted({level for m in methods for level in levels[m][split]})
     lines = [f"| level | {' | '.join(methods)} |", "|---|" + "---|" * len(methods)]
@@ -165,6 +210,19 @@ def main() -> None:
     parser.add_argument("--prior", type=float, nargs=2, default=(1.0, 1.0), metavar=("ALPHA", "BETA"))
     parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
     parser.add_argument(
+        "--readout",
+        choices=READOUTS,
+        default="expected",
+        help="the primary confidence readout of summary.json's top-level metrics (all three are in by_readout)",
+    )
+    parser.add_argument("--samples", type=int, default=8, help="sampled completions per prompt (sampled readout)")
+    parser.add_argument(
+        "--stratify",
+        metavar="KEY",
+        default=None,
+        help="sample each epoch's training prompts evenly over this task-example key (data.stratify_by, e.g. level)",
+    )
+    parser.add_argument(
         "--override",
         action="append",
         default=[],
@@ -178,15 +236,18 @@ def main() -> None:
     extra = [{"data": {"estimator": estimator}}]
     extra += [{"data": {"rollout": {"num_samples": args.k}}}] if args.k else []
     extra += [{"trainer": {"max_epochs": args.epochs}}] if args.epochs else []
+    extra += [{"data": {"stratify_by": args.stratify}}] if args.stratify else []
     tag = f"k{args.k or 'cfg'}_e{args.epochs or 'cfg'}_{args.estimator}" + (
         f"_{args.prior[0]:g}_{args.prior[1]:g}" if args.estimator == "beta" else ""
     )
+    tag += f"_strat-{args.stratify}" if args.stratify else ""
     if args.override:  # a short digest keeps settings apart without spelling every override into a folder name
         tag += "_" + _digest("\n".join(args.override))
     # Cached pieces live under a folder named by the config's content, so editing the config never reuses stale ones.
     config_digest = _digest(Path(args.config).read_text())
-    per_seed, pooled = [], {}
+    per_seed, pooled, timing = [], {}, {}
     for seed in args.seeds:
+        started = time.perf_counter()
         root = args.out / f"seed_{seed}_{config_digest}"
         base = warm_start(args.config, root, seed)
         models = {"base": base}
@@ -195,28 +256,36 @@ def main() -> None:
         for name, model in models.items():
             for split in SPLITS:
                 eval_root = root if name == "base" else root / tag
-                records = evaluate(args.config, eval_root, model, name, split)
-                results.setdefault(name, {})[split] = summarize(records)
+                records = evaluate(args.config, eval_root, model, name, split, args.samples)
+                results.setdefault(name, {})[split] = summarize(records, args.readout)
                 pooled.setdefault(name, {}).setdefault(split, []).extend(records)
         per_seed.append(results)
+        timing[seed] = round(time.perf_counter() - started, 1)  # cached pieces cost nothing: see the docstring
+        print(f"seed {seed}: {timing[seed]:.0f} s wall-clock in this invocation")
 
     summary = aggregate(per_seed)
-    levels = {m: {split: by_level(pooled[m][split]) for split in SPLITS} for m in pooled}
+    levels = {m: {split: {r: by_level(pooled[m][split], r) for r in READOUTS} for split in SPLITS} for m in pooled}
     # DIR/ holds the latest invocation's results; DIR/<tag>/ keeps each setting's, so studies can share warm starts.
     for folder in (args.out, args.out / tag):
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        (folder / "levels.json").write_text(json.dumps(levels, indent=2) + "\n")
-    confidence_vs_accuracy(
-        {m: (summary[m]["test"]["accuracy"], summary[m]["test"]["mean_confidence"]) for m in summary},
-        args.out / "confidence_vs_accuracy.png",
-    )
-    reliability_grid({m: answer_tensors(pooled[m]["test"])[:2] for m in pooled}, args.out / "reliability.png")
-    print(f"\n{len(args.seeds)} seed(s), {tag}; mean ± std over seeds\n")
+        atomic_write_text(folder / "summary.json", json.dumps(summary, indent=2) + "\n")
+        atomic_write_text(folder / "levels.json", json.dumps(levels, indent=2) + "\n")
+    run = {"readout": args.readout, "setting": tag, "seeds": args.seeds, "samples": args.samples}
+    atomic_write_text(args.out / "run.json", json.dumps({**run, "seconds_per_seed": timing}, indent=2) + "\n")
+    points = {
+        m: {r: (cells["test"]["accuracy"], cells["test"]["by_readout"][r]["mean_confidence"]) for r in READOUTS}
+        for m, cells in summary.items()
+    }
+    confidence_vs_accuracy(points, args.out / "confidence_vs_accuracy.png")
+    panels = {m: {r: answer_tensors(with_readout(pooled[m]["test"], r))[:2] for r in READOUTS} for m in pooled}
+    reliability_matrix(panels, args.out / "reliability.png")
+    print(f"\n{len(args.seeds)} seed(s), {tag}; mean ± std over seeds; primary readout: {args.readout}\n")
     print(markdown(summary, len(args.seeds)))
-    print("\nper level, test split, pooled over seeds: accuracy / mean stated confidence\n")
-    print(level_markdown(levels, "test"))
-    print(f"\nwrote {args.out / 'summary.json'}, levels.json, confidence_vs_accuracy.png, reliability.png")
+    print("\nevery readout (accuracy as above)\n")
+    print(readout_markdown(summary, len(args.seeds)))
+    print(f"\nper level, test split, pooled over seeds: accuracy / mean confidence ({args.readout} readout)\n")
+    print(level_markdown({m: {s: levels[m][s][args.readout] for s in SPLITS} for m in levels}, "test"))
+    print(f"\nwrote {args.out / 'summary.json'}, levels.json, run.json, confidence_vs_accuracy.png, reliability.png")
 
 
 if __name__ == "__main__":

@@ -20,9 +20,11 @@ hands both this object and the task to the module (``data.shared_engine`` -> ``m
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 import lightning as L
 import torch
@@ -123,6 +125,14 @@ class RolloutDataModule(L.LightningDataModule):
         test_split: the split ``test`` evaluates (``test`` or ``ood`` where the task has one).
         predict_split: the split ``predict`` answers.
         seed: seed of prompt sampling and shuffling.
+        stratify_by: a key of the train rows' ``meta`` (``level`` for the arithmetic and string tasks; a JSONL,
+            science or tool-use row's extra fields, e.g. ``source``): each epoch's prompts are then drawn evenly
+            over its distinct values (each value gets ``prompts_per_epoch // G`` prompts of the G values, the
+            remainder goes to values drawn by the epoch's generator, a value with fewer rows gives them all and the
+            others share the shortfall), without replacement, in a seeded shuffled order. Uniform sampling trains a
+            group in proportion to its size: the quickstart's ``1+1`` level has 100 problems in all and 51 of its
+            6,551 training prompts, so 61% of 64-prompt epochs hold none of them and the level's
+            stated confidence stays overstated. None (default): uniform over the rows, as before.
     """
 
     def __init__(
@@ -139,12 +149,17 @@ class RolloutDataModule(L.LightningDataModule):
         test_split: str = "test",
         predict_split: str = "test",
         seed: int = 0,
+        stratify_by: str | None = None,
     ) -> None:
         super().__init__()
         if calibration not in ("empirical", "none"):
             raise ValueError(f"data.calibration must be 'empirical' or 'none', got {calibration!r}")
         if prompts_per_epoch is not None and prompts_per_epoch < 1:
             raise ValueError(f"data.prompts_per_epoch must be >= 1 or null, got {prompts_per_epoch}")
+        if stratify_by is not None and not (isinstance(stratify_by, str) and stratify_by):
+            raise ValueError(
+                f"data.stratify_by must name a meta key of the rows (e.g. 'level') or null, got {stratify_by!r}"
+            )
         for key, split in (("test_split", test_split), ("predict_split", predict_split)):
             if split not in task.splits():
                 raise ValueError(f"data.{key}={split!r} is not a split of {task.name}: {task.splits()}")
@@ -152,7 +167,8 @@ class RolloutDataModule(L.LightningDataModule):
         self.calibration, self.estimator = calibration, estimator
         self.prompts_per_epoch, self.batch_size, self.eval_batch_size = prompts_per_epoch, batch_size, eval_batch_size
         self.max_eval_prompts, self.test_split, self.predict_split = max_eval_prompts, test_split, predict_split
-        self.seed = seed
+        self.seed, self.stratify_by = seed, stratify_by
+        self._strata_shown = False
         self.revision = RevisionSettings(calibration, teacher, estimator, rollout.max_new_tokens)
         self.shared_engine = SharedEngine(rollout)
         self.last_epoch: EpochRollouts | None = None
@@ -168,12 +184,15 @@ class RolloutDataModule(L.LightningDataModule):
         """Check, before the warm start and the first rollouts, that the task's data holds what the config needs.
 
         Raises:
-            UsageError: the task has no train split, or rows lack the demonstrations the teacher template needs
-                (the message names the key and the fix; the module checks what its warm start needs).
+            UsageError: the task has no train split, rows lack the demonstrations the teacher template needs, or
+                rows lack the ``data.stratify_by`` key (the message names the key and the fix; the module checks
+                what its warm start needs).
         """
         if stage == "fit":
             self._check_trainer()
             check_fit_data(self.task, self.teacher)
+            if self.stratify_by is not None:
+                check_stratify_key(self.task, self.stratify_by)
 
     def train_dataloader(self) -> DataLoader:
         """This epoch's distillation examples, freshly sampled from the current student, in a seeded order."""
@@ -182,6 +201,7 @@ class RolloutDataModule(L.LightningDataModule):
         if _closes_a_finished_epoch(trainer):
             return DataLoader(_NoExamples(), batch_size=None)
         prompts = self.epoch_prompts(epoch, trainer.global_rank, trainer.world_size)
+        self._show_strata(epoch)
         self.last_epoch = self.build_epoch(prompts, epoch, trainer.global_rank)
         examples = _trim_to_common_length(self.last_epoch.examples)
         if not examples:
@@ -205,12 +225,26 @@ class RolloutDataModule(L.LightningDataModule):
         return DataLoader(_NoExamples(), batch_size=None)
 
     def epoch_prompts(self, epoch: int, rank: int = 0, world_size: int = 1) -> list[TaskExample]:
-        """This rank's prompts for ``epoch``: a seeded sample of the train split, split evenly across ranks."""
+        """This rank's prompts for ``epoch``: a sample of the train split seeded by (``seed``, ``epoch``), uniform or
+        stratified over ``stratify_by``, split evenly across ranks."""
         pool = self.task.split("train")
         count = len(pool) if self.prompts_per_epoch is None else min(self.prompts_per_epoch, len(pool))
-        chosen = random.Random(self.seed * 7919 + epoch).sample(range(len(pool)), count)
+        rng = random.Random(self.seed * 7919 + epoch)
+        if self.stratify_by is None:
+            chosen = rng.sample(range(len(pool)), count)
+        else:
+            chosen = stratified_sample(rng, list(strata(pool, self.stratify_by).values()), count)
         chosen = chosen[: count - count % world_size] if world_size > 1 else chosen
         return [pool[i] for i in chosen[rank::world_size]]
+
+    def _show_strata(self, epoch: int) -> None:
+        # Once per process: how many of the epoch's prompts (all ranks) each group got.
+        if self.stratify_by is None or self._strata_shown or not self._is_global_zero():
+            return
+        self._strata_shown = True
+        counts = Counter(example.meta[self.stratify_by] for example in self.epoch_prompts(epoch))
+        shown = ", ".join(f"{value} {count}" for value, count in sorted(counts.items(), key=lambda kv: str(kv[0])))
+        print(f"data.stratify_by={self.stratify_by!r}: epoch {epoch}'s prompts per group: {shown}")
 
     def build_epoch(self, prompts: list[TaskExample], epoch: int, rank: int = 0) -> EpochRollouts:
         """Rollouts, verification and revision for ``prompts`` (steps 1-3 of the module docstring).
@@ -332,6 +366,71 @@ def check_fit_data(task: Task, teacher: TeacherConfig) -> None:
             f"data.teacher.no_correct_rollout='demo' falls back to the demonstration, but {where}; set "
             f"data.teacher.no_correct_rollout: skip, or {add}"
         )
+
+
+def check_stratify_key(task: Task, key: str) -> None:
+    """Fail at start-up, in one line, when a train row has no ``meta[key]`` to stratify by, or an unhashable one.
+
+    Raises:
+        UsageError: no train rows, or rows lacking the key (the message counts them and names the keys every row
+            has), or a value that cannot be grouped (a list, a mapping).
+    """
+    rows = _train_rows(task)
+    lacking = [example.id for example in rows if key not in example.meta]
+    if lacking:
+        shared = sorted(set.intersection(*(set(example.meta) for example in rows)))
+        raise UsageError(
+            f"data.stratify_by={key!r}: {len(lacking)} of {len(rows)} train rows of {task.name} have no meta key "
+            f"{key!r} (first: {lacking[:1]}); the meta keys every train row has: {shared}; set data.stratify_by to "
+            "one of them, or null"
+        )
+    for example in rows:
+        try:
+            hash(example.meta[key])
+        except TypeError:
+            raise UsageError(
+                f"data.stratify_by={key!r}: train row {example.id!r} of {task.name} has a "
+                f"{type(example.meta[key]).__name__} there; stratify by a key whose values are strings or numbers"
+            ) from None
+
+
+def strata(rows: list[TaskExample], key: str) -> dict[Any, list[int]]:
+    """The indices of ``rows`` grouped by ``meta[key]``, the groups in order of first appearance."""
+    groups: dict[Any, list[int]] = {}
+    for index, example in enumerate(rows):
+        groups.setdefault(example.meta[key], []).append(index)
+    return groups
+
+
+def stratum_shares(rng: random.Random, sizes: list[int], count: int) -> list[int]:
+    """How many of ``count`` draws each group of ``sizes`` rows gives: as evenly as its size allows.
+
+    Every group still open gets an equal share of what is left to draw, the remainder one more each for open groups
+    drawn by ``rng``; a group with fewer rows than its share gives them all, and the shortfall is shared again among
+    the others (at most one round per group).
+
+    Raises:
+        ValueError: ``count`` exceeds the rows of all groups.
+    """
+    if count > sum(sizes):
+        raise ValueError(f"cannot draw {count} rows from groups of {sum(sizes)}")
+    shares = [0] * len(sizes)
+    while (left := count - sum(shares)) > 0:
+        open_groups = [group for group, size in enumerate(sizes) if shares[group] < size]
+        even, remainder = divmod(left, len(open_groups))
+        lucky = set(rng.sample(open_groups, remainder))
+        for group in open_groups:
+            shares[group] = min(sizes[group], shares[group] + even + (group in lucky))
+    return shares
+
+
+def stratified_sample(rng: random.Random, groups: list[list[int]], count: int) -> list[int]:
+    """``count`` indices drawn without replacement, evenly over ``groups`` (:func:`stratum_shares`), shuffled so
+    that the groups interleave; every draw comes from ``rng``."""
+    shares = stratum_shares(rng, [len(group) for group in groups], count)
+    chosen = [index for group, share in zip(groups, shares) for index in rng.sample(group, share)]
+    rng.shuffle(chosen)
+    return chosen
 
 
 def check_warm_start_data(task: Task) -> None:

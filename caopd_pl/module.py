@@ -9,10 +9,17 @@ Per batch of revised completions (built by :class:`caopd_pl.datamodule.RolloutDa
 
 Validation, test and predict decode the plain prompt through the run's rollout engine (``data.rollout.engine``: vLLM
 when configured; the :class:`caopd_pl.datamodule.SharedEngine` the epoch's rollouts use too), synced to the current
-student, greedily unless ``eval_temperature`` > 0; then verify, parse the stated confidence and report the
-calibration metrics of :mod:`caopd_pl.metrics`. ``test`` also writes ``metrics.json``, ``reliability.png`` and
-``test_predictions.jsonl``, ``predict`` writes ``predictions.jsonl``; each record carries the question id and its
-reference, so ``python -m caopd_pl verify`` re-judges the file as it is.
+student, greedily unless ``eval_temperature`` > 0; then verify, read the model's confidence in each answer with
+every readout of ``readout`` (:mod:`caopd_pl.readouts`: the greedy completion's stated value, its expectation under
+the model, the mean over sampled completions) and report the calibration metrics of :mod:`caopd_pl.metrics` for each
+(``test/ece`` for the primary readout, ``test/<readout>/ece`` for all). ``test`` also writes ``metrics.json`` (with
+``by_readout``), ``reliability.png`` (primary), ``reliability_readouts.png`` and ``test_predictions.jsonl``,
+``predict`` writes ``predictions.jsonl``; each record carries the question id and its reference, so
+``python -m caopd_pl verify`` re-judges the file as it is.
+With several ranks (DDP, FSDP2) every rank answers every prompt: the CLI turns the distributed sampler off (each rank
+samples its own training prompts), and FSDP's forwards all-gather, so ranks must run the same ones. Rank 0's records
+are therefore the whole split and it alone writes them (gathering them from every rank, as an earlier version did,
+wrote each record once per rank).
 
 The module gets the task (warm-start rows, verifier) and the shared engine as constructor arguments, which the CLI
 links from the instantiated datamodule (``data.task`` -> ``task``, ``data.shared_engine`` -> ``shared_engine``); it
@@ -46,7 +53,8 @@ from caopd_pl.losses import LossConfig, masked_mean_divergence
 from caopd_pl.metrics import answer_tensors, calibration_metrics, calibration_summary, without_nan
 from caopd_pl.models.loading import DTYPES, Dtype, ModelConfig, final_hidden_states, load_model
 from caopd_pl.models.lora import AdapterTeacher, LoraSettings, add_adapters
-from caopd_pl.plots import reliability_diagram
+from caopd_pl.plots import reliability_diagram, reliability_grid
+from caopd_pl.readouts import ReadoutConfig, expected_confidence, sampled_confidence, with_readout
 from caopd_pl.rollout.base import Rollout, RolloutConfig
 from caopd_pl.sharding import data_parallel_mesh, gathered, is_sharded, run_as_forward, shard_model
 from caopd_pl.tasks.base import Task
@@ -79,6 +87,8 @@ class CaOPDModule(L.LightningModule):
             matmuls autocast runs in bf16 anyway. Lightning's ``bf16-true``/``16-true`` precision casts the whole
             module, teacher included: a ``teacher_dtype`` set here is restored at fit start (so a ``bf16-true``
             resume restarts an fp32 teacher from bf16 values).
+        readout: how evaluation reads the confidence of each answer (:mod:`caopd_pl.readouts`): the primary readout
+            (``greedy`` by default, as the paper evaluates) and those reported beside it (``expected`` by default).
         lora: train LoRA adapters (peft) instead of all weights; the teacher is then an EMA of the student's
             adapter over the same frozen base (:mod:`caopd_pl.models.lora`). None (default): full fine-tuning.
         task: the task: the warm start's rows and evaluation's verifier (the CLI links ``data.task``); None where
@@ -98,6 +108,7 @@ class CaOPDModule(L.LightningModule):
         eval_max_new_tokens: int = 64,
         eval_temperature: float = 0.0,
         teacher_dtype: Dtype | None = None,
+        readout: ReadoutConfig = ReadoutConfig(),
         lora: LoraSettings | None = None,
         task: Task | None = None,
         shared_engine: SharedEngine | None = None,
@@ -115,6 +126,7 @@ class CaOPDModule(L.LightningModule):
                 f"and {eval_temperature}"
             )
         self.eval_max_new_tokens, self.eval_temperature = eval_max_new_tokens, eval_temperature
+        self.readout = readout
         if teacher_dtype is not None and teacher_dtype not in DTYPES:
             raise ValueError(f"model.teacher_dtype={teacher_dtype!r}: use one of {sorted(DTYPES)} or null")
         self.teacher_dtype = None if teacher_dtype is None else DTYPES[teacher_dtype]
@@ -129,6 +141,13 @@ class CaOPDModule(L.LightningModule):
         self.warm_started = warm_start is None
         self.val_metrics = calibration_metrics("val/")
         self.test_metrics = calibration_metrics("test/")
+        # Every readout's metrics too: val/expected/ece, ... (the primary's also unsuffixed, above).
+        self.val_readout_metrics = torch.nn.ModuleDict(
+            {name: calibration_metrics(f"val/{name}/") for name in readout.readouts}
+        )
+        self.test_readout_metrics = torch.nn.ModuleDict(
+            {name: calibration_metrics(f"test/{name}/") for name in readout.readouts}
+        )
 
     def _make_teacher(self) -> torch.nn.Module:
         """A full copy of the student, or with LoRA the teacher adapter over the student's own base."""
@@ -261,13 +280,19 @@ class CaOPDModule(L.LightningModule):
     # ---- evaluation ----------------------------------------------------------------------------------------------
 
     def answer(self, batch: PromptBatch, batch_idx: int = 0) -> list[dict[str, Any]]:
-        """One completion per prompt of ``batch``, verified, with its stated confidence, its id and its reference."""
+        """One completion per prompt of ``batch``, verified, with its confidence readouts, its id and its reference.
+
+        ``confidence`` is the primary readout's value (``readout`` names it), ``readouts`` holds every computed one;
+        ``parsed`` says whether the completion stated a confidence (format adherence).
+        """
         texts = [group[0].text for group in self.decode(batch.prompt_ids, seed=batch_idx)]
         verifier = self._task().verifier
         verdicts = verifier.verify_batch(texts, [example.reference for example in batch.examples])
+        readouts = self.read_confidence(batch.prompt_ids, texts, batch_idx)
         records = []
-        for example, text, verdict in zip(batch.examples, texts, verdicts):
+        for index, (example, text, verdict) in enumerate(zip(batch.examples, texts, verdicts)):
             stated = parse_confidence(text)
+            values = {name: column[index] for name, column in readouts.items()}
             records.append(
                 {
                     **example.meta,
@@ -277,11 +302,50 @@ class CaOPDModule(L.LightningModule):
                     "correct": verdict.correct,
                     "detail": verdict.detail,
                     "status": verdict.status,
-                    "confidence": stated.value,
+                    "confidence": values[self.readout.primary],
                     "parsed": stated.parsed,
+                    "readout": self.readout.primary,
+                    "readouts": values,
                 }
             )
         return records
+
+    def read_confidence(self, prompts: list[list[int]], texts: list[str], batch_idx: int = 0) -> dict[str, list[float]]:
+        """{readout: one value per prompt} for every readout of ``readout`` (see :mod:`caopd_pl.readouts`).
+
+        Args:
+            prompts: the plain prompts' token ids.
+            texts: their evaluation (greedy) completions.
+            batch_idx: seeds the ``sampled`` readout's completions (with ``data.rollout.seed``).
+        """
+        out: dict[str, list[float]] = {}
+        for name in self.readout.readouts:
+            if name == "greedy":
+                out[name] = [parse_confidence(text).value for text in texts]
+            elif name == "expected":
+                out[name] = self._expected_readout(prompts, texts)
+            else:
+                shared = self._shared_engine()
+                sampling = replace(
+                    self.eval_sampling(shared.config),
+                    num_samples=self.readout.num_samples,
+                    temperature=self.readout.temperature,
+                )
+                seed = shared.config.seed + 1_000_003 + batch_idx  # never the evaluation completions' seed
+                groups = shared.synced().generate(prompts, seed=seed, sampling=sampling)
+                out[name] = [sampled_confidence([rollout.text for rollout in group]) for group in groups]
+        return out
+
+    def _expected_readout(self, prompts: list[list[int]], texts: list[str]) -> list[float]:
+        # Sharded (FSDP2), every forward all-gathers, so ranks must run as many: they do. Every rank evaluates every
+        # prompt (no distributed sampler; with one, Lightning's pads ranks to equal counts), and every answer costs
+        # exactly two forwards: its candidates end with EOS after the token where they first differ (suffixes >= 2).
+        training = self.student.training
+        self.student.eval()  # dropout off: the model's own distribution
+        try:
+            return [expected_confidence(self.student, self.tokenizer, p, t) for p, t in zip(prompts, texts)]
+        finally:
+            self.student.train(training)
 
     def decode(self, prompts: list[list[int]], seed: int = 0) -> list[list[Rollout]]:
         """Evaluation completions of tokenised prompts: the run's rollout engine, synced to the current student.
@@ -313,11 +377,10 @@ class CaOPDModule(L.LightningModule):
         return _given(self.shared_engine, f"no rollout engine to decode with: {fix}")
 
     def validation_step(self, batch: PromptBatch, batch_idx: int) -> None:
-        self._update(self.val_metrics, self.answer(batch, batch_idx))
+        self._update("val", self.answer(batch, batch_idx))
 
     def on_validation_epoch_end(self) -> None:
-        self.log_dict(self.val_metrics.compute())
-        self.val_metrics.reset()
+        self._log_metrics("val")
 
     def on_test_epoch_start(self) -> None:
         self.test_records: list[dict[str, Any]] = []
@@ -325,15 +388,14 @@ class CaOPDModule(L.LightningModule):
     def test_step(self, batch: PromptBatch, batch_idx: int) -> list[dict[str, Any]]:
         records = self.answer(batch, batch_idx)
         self.test_records += records
-        self._update(self.test_metrics, records)
+        self._update("test", records)
         return records  # callbacks see them as ``outputs`` of on_test_batch_end
 
     def on_test_epoch_end(self) -> None:
-        self.log_dict(self.test_metrics.compute())
-        self.test_metrics.reset()
-        records = _gather_records(self.test_records)
-        if self.trainer.is_global_zero:
-            self._write_test_results(records)
+        self._log_metrics("test")
+        out = self._output_dir()  # on every rank: trainer.log_dir is a collective (a broadcast) under DDP
+        if self.trainer.is_global_zero:  # rank 0's records are the whole split (module docstring)
+            self._write_test_results(self.test_records, out)
 
     def on_predict_epoch_start(self) -> None:
         self.predict_records: list[dict[str, Any]] = []
@@ -344,23 +406,38 @@ class CaOPDModule(L.LightningModule):
         return records
 
     def on_predict_epoch_end(self) -> None:
-        records = _gather_records(self.predict_records)
-        if self.trainer.is_global_zero:
-            path = self._output_dir() / "predictions.jsonl"
+        records = self.predict_records
+        out = self._output_dir()  # on every rank: trainer.log_dir is a collective (a broadcast) under DDP
+        if self.trainer.is_global_zero:  # rank 0's records are the whole split (module docstring)
+            path = out / "predictions.jsonl"
             write_jsonl(path, records)
             print(f"wrote {len(records)} predictions to {path}")
 
-    def _update(self, metrics, records: list[dict[str, Any]]) -> None:
-        metrics.update(*answer_tensors(records))
+    def _update(self, stage: str, records: list[dict[str, Any]]) -> None:
+        getattr(self, f"{stage}_metrics").update(*answer_tensors(records))
+        for name, metrics in getattr(self, f"{stage}_readout_metrics").items():
+            metrics.update(*answer_tensors(with_readout(records, name)))
 
-    def _write_test_results(self, records: list[dict[str, Any]]) -> None:
-        out = self._output_dir()
+    def _log_metrics(self, stage: str) -> None:
+        for metrics in [getattr(self, f"{stage}_metrics"), *getattr(self, f"{stage}_readout_metrics").values()]:
+            self.log_dict(metrics.compute())
+            metrics.reset()
+
+    def _write_test_results(self, records: list[dict[str, Any]], out: Path) -> None:
         confidence, correct, parsed = answer_tensors(records)
         summary = calibration_summary(confidence, correct, parsed)
-        atomic_write_json(out / "metrics.json", without_nan(summary))
+        by_readout = {
+            name: without_nan(calibration_summary(*answer_tensors(with_readout(records, name))))
+            for name in self.readout.readouts
+        }
+        metrics = {**without_nan(summary), "readout": self.readout.primary, "by_readout": by_readout}
+        atomic_write_json(out / "metrics.json", metrics)
         write_jsonl(out / "test_predictions.jsonl", records)
-        title = f"ECE {summary['ece']:.3f}, accuracy {summary['accuracy']:.3f}"
+        title = f"ECE {summary['ece']:.3f}, accuracy {summary['accuracy']:.3f} ({self.readout.primary} readout)"
         reliability_diagram(confidence, correct, out / "reliability.png", title=title)
+        if len(by_readout) > 1:
+            panels = {name: answer_tensors(with_readout(records, name))[:2] for name in by_readout}
+            reliability_grid(panels, out / "reliability_readouts.png")
         print(f"wrote {out / 'metrics.json'} and {out / 'reliability.png'}")
 
     def _output_dir(self) -> Path:
@@ -386,14 +463,6 @@ def _given(value: _T | None, missing: str) -> _T:
     if value is None:
         raise RuntimeError(f"CaOPDModule has {missing}, as the CLI does")
     return value
-
-
-def _gather_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return records
-    gathered: list[list[dict[str, Any]]] = [[] for _ in range(dist.get_world_size())]
-    dist.all_gather_object(gathered, records)
-    return [record for part in gathered for record in part]
 
 
 def _ignore_teacher_eval_mode_warning(teacher: torch.nn.Module) -> None:

@@ -62,13 +62,48 @@ def save_figure(fig, path: str | Path) -> None:
     plt.close(fig)
 
 
-def confidence_vs_accuracy(points: Mapping[str, tuple[float, float]], path: str | Path) -> None:
-    """Mean stated confidence against accuracy per method, with the diagonal (the paper's Figure 1)."""
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+def confidence_vs_accuracy(points: Mapping[str, Mapping[str, tuple[float, float]]], path: str | Path) -> None:
+    """Mean confidence against accuracy, a colour per method and a marker per readout, with the diagonal (the paper's
+    Figure 1, with every confidence readout of :mod:`caopd_pl.readouts`).
+
+    Args:
+        points: {method: {readout: (accuracy, mean confidence)}}.
+        path: the PNG to write.
+    """
+    markers = ("o", "s", "^", "D", "v")
+    readouts = list(dict.fromkeys(r for by_readout in points.values() for r in by_readout))
+    fig, ax = plt.subplots(figsize=(5.5, 5.0))
     ax.plot([0, 1], [0, 1], "--", color="gray", label="calibrated")
-    for name, (accuracy, confidence) in points.items():
-        ax.scatter([accuracy], [confidence], s=60, zorder=3)
-        ax.annotate(name, (accuracy, confidence), textcoords="offset points", xytext=(6, 6))
-    ax.set(xlim=(0, 1), ylim=(0, 1.05), xlabel="accuracy", ylabel="mean stated confidence")
+    for index, (method, by_readout) in enumerate(points.items()):
+        color = f"C{index}"
+        for readout, (accuracy, confidence) in by_readout.items():
+            marker = markers[readouts.index(readout) % len(markers)]
+            # Later readouts drawn smaller, so coinciding points stay visible.
+            size = 90 - 25 * readouts.index(readout)
+            ax.scatter([accuracy], [confidence], s=max(size, 20), zorder=3, color=color, marker=marker, edgecolor="k")
+        accuracy, confidence = next(iter(by_readout.values()))
+        # Labels stepped down by method, so methods at the same point stay readable.
+        offset = (10, 4 - 12 * index)
+        ax.annotate(method, (accuracy, confidence), textcoords="offset points", xytext=offset, color=color)
+    for readout in readouts:  # legend entries for the markers, in gray
+        ax.scatter([], [], color="gray", marker=markers[readouts.index(readout) % len(markers)], label=readout)
+    ax.set(xlim=(0, 1), ylim=(0, 1.05), xlabel="accuracy", ylabel="mean confidence")
     ax.legend(loc="lower right", fontsize=8)
+    save_figure(fig, path)
+
+
+def reliability_matrix(
+    results: Mapping[str, Mapping[str, tuple[torch.Tensor, torch.Tensor]]], path: str | Path
+) -> None:
+    """Reliability diagrams in a grid: a row per outer key (method), a column per inner key (readout)."""
+    rows = list(results)
+    columns = list(dict.fromkeys(c for inner in results.values() for c in inner))
+    fig, axes = plt.subplots(len(rows), len(columns), figsize=(4.0 * len(columns), 4.0 * len(rows)), squeeze=False)
+    for r, row in enumerate(rows):
+        for c, column in enumerate(columns):
+            if column in results[row]:
+                confidence, correct = results[row][column]
+                draw_reliability(axes[r][c], confidence, correct, title=f"{row}, {column}")
+            else:
+                axes[r][c].axis("off")
     save_figure(fig, path)

@@ -67,7 +67,10 @@ class ContinualConfig:
     calibrations: list[Calibration] = field(default_factory=lambda: ["none", "empirical"])
     """``data.calibration`` values to run the whole sequence with (``none`` = SDFT/OPD, ``empirical`` = CaOPD)."""
     overrides: dict[str, Any] = field(default_factory=dict)
-    """Fit options of every stage and evaluation, nested as in a fit config (``{trainer: {max_epochs: 4}}``)."""
+    """Fit options of every stage and evaluation, nested as in a fit config (``{trainer: {max_epochs: 4}}``). The
+    confidence readouts every evaluation computes are ``model.readout`` (``{model: {readout: {report: [greedy,
+    expected, sampled], num_samples: 8}}}``): the primary readout (``greedy`` by default) fills the matrices and
+    figures, each computed readout its own entry of the summaries' ``by_readout``."""
     warm_start: WarmStartScope = "all"
     """Supervised warm start before stage 1 on the demonstrations of ``all`` trainable tasks, the ``first`` only,
     or ``none`` (the fit config's model is used as is)."""

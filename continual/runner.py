@@ -10,11 +10,13 @@ For each ``data.calibration`` of the config (``none`` = SDFT/OPD, ``empirical`` 
 2. stage i (1..T) distils task i for its budget (the fit config plus the global and the stage's overrides), starting
    from stage i-1's student *and* EMA teacher (saved as a Hugging Face directory and a state dict);
 3. after the warm start and after every stage, the student answers greedily every task of the sequence (seen and
-   unseen) and every held-out task; the records are cached as JSONL.
+   unseen) and every held-out task, its confidence read with every readout of the fit config's ``model.readout``
+   (:mod:`caopd_pl.readouts`; set it in ``overrides``); the records are cached as JSONL.
 
 Writes ``OUT/<calibration>/continual_summary.json`` (matrices M[metric][i][j], row 0 the warm start, and the
-retention figures of :mod:`caopd_pl.continual.metrics`), ``heatmap_accuracy.png``, ``heatmap_ece.png``,
-``curves.png``; and across calibrations ``OUT/comparison.json``, ``OUT/comparison.md``, ``OUT/heatmaps.png``.
+retention figures of :mod:`caopd_pl.continual.metrics`, for the primary readout; the same for every readout under
+``by_readout``), ``heatmap_accuracy.png``, ``heatmap_ece.png``, ``curves.png`` (primary readout); and across
+calibrations ``OUT/comparison.json``, ``OUT/comparison.md``, ``OUT/heatmaps.png``.
 
 Resumable: every file is written atomically, ``state.json`` lists the finished stages, a stage's saved model and
 each evaluation are reused. A runner killed during stage i restarts stage i from stage i-1's saved student and
@@ -51,6 +53,7 @@ from caopd_pl.files import (
 )
 from caopd_pl.metrics import answer_tensors, calibration_summary, without_nan
 from caopd_pl.pipeline import Experiment
+from caopd_pl.readouts import available_readouts, with_readout
 from caopd_pl.tasks.base import Task
 from caopd_pl.warmstart import WarmStartConfig
 
@@ -64,6 +67,8 @@ COMPARISON_KEYS = (
     "held_out_accuracy",
     "held_out_ece",
 )
+READOUT_KEYS = ("final_ece", "calibration_forgetting", "ece_backward_transfer", "held_out_ece")
+"""The retention figures that depend on the confidence readout, compared across readouts in ``comparison.md``."""
 
 
 class ContinualRunner:
@@ -153,7 +158,7 @@ class ContinualRunner:
         atomic_save_dir(stage_dir / "student", lambda folder: pipeline.save_student(experiment, folder))
 
     def evaluate(self, model_root: Path, eval_dir: Path) -> dict[str, dict[str, Any]]:
-        """Greedy answers of ``model_root/student`` on every task; task name -> calibration summary."""
+        """Greedy answers of ``model_root/student`` on every task; task name -> :func:`summarize_records`."""
         results = {}
         for name, task, split in self.eval_tasks:
             path = eval_dir / f"{name}.jsonl"
@@ -167,19 +172,31 @@ class ContinualRunner:
     # ---- results -------------------------------------------------------------------------------------------------
 
     def summarize(self, calibration: str, rows: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
-        """The sequence's summary: matrices (row 0 = warm start) and retention figures."""
+        """The sequence's summary: matrices (row 0 = warm start) and retention figures of the primary readout, and
+        the same per readout under ``by_readout`` (the readouts every evaluation computed)."""
         tasks = self.config.task_names
-        matrices = {key: [[row[task][key] for task in tasks] for row in rows] for key in (*MATRIX_METRICS, "n")}
-        derived = retention_figures(matrices["accuracy"], matrices["ece"], len(self.config.stages))
+        cells = [row[task] for row in rows for task in tasks]
+        readouts = [name for name in cells[0]["by_readout"] if all(name in cell["by_readout"] for cell in cells)]
         return {
             "calibration": calibration,
             "stages": ["base", *[s.name for s in self.config.stages]],
             "tasks": tasks,
             "trainable_tasks": [s.name for s in self.config.stages],
             "held_out_tasks": [h.name for h in self.config.held_out],
-            "matrices": matrices,
-            "derived": derived,
+            **self._matrices_and_figures(rows),
+            "readout": cells[0]["readout"],
+            "by_readout": {name: self._matrices_and_figures(rows, name) for name in readouts},
         }
+
+    def _matrices_and_figures(self, rows: list[dict[str, dict[str, Any]]], readout: str | None = None) -> dict:
+        # {"matrices", "derived"} of the primary readout (None) or of ``readout``.
+        def metrics(row: dict[str, dict[str, Any]], task: str) -> dict[str, Any]:
+            return row[task] if readout is None else row[task]["by_readout"][readout]
+
+        tasks = self.config.task_names
+        matrices = {key: [[metrics(row, t)[key] for t in tasks] for row in rows] for key in (*MATRIX_METRICS, "n")}
+        derived = retention_figures(matrices["accuracy"], matrices["ece"], len(self.config.stages))
+        return {"matrices": matrices, "derived": derived}
 
     def write_sequence(self, root: Path, summary: dict[str, Any]) -> None:
         """``continual_summary.json`` and the figures of one calibration."""
@@ -187,19 +204,30 @@ class ContinualRunner:
         rows, tasks, trainable = summary["stages"], summary["tasks"], len(summary["trainable_tasks"])
         matrices = summary["matrices"]
         for key, cmap in (("accuracy", "viridis"), ("ece", "magma_r")):
-            title = f"{key} after each stage (calibration: {summary['calibration']})"
+            title = f"{key} after each stage (calibration: {summary['calibration']}, {summary['readout']} readout)"
             matrix_heatmap(matrices[key], rows, tasks, root / f"heatmap_{key}.png", title, trainable, cmap)
         curves = {key: matrices[key] for key in ("accuracy", "ece", "mean_confidence")}
         task_curves(curves, rows, tasks, root / "curves.png", trainable)
         print(f"[continual] wrote {root / 'continual_summary.json'} and figures", flush=True)
 
     def write_comparison(self, summaries: dict[str, dict[str, Any]]) -> None:
-        """``comparison.json``, ``comparison.md`` (one row per calibration) and ``heatmaps.png``."""
+        """``comparison.json`` (calibration -> primary readout's figures, and ``by_readout``), ``comparison.md`` (one
+        row per calibration, then one per calibration and readout) and ``heatmaps.png``."""
         table = {calibration: summary["derived"] for calibration, summary in summaries.items()}
-        atomic_write_json(self.out / "comparison.json", table)
-        atomic_write_text(self.out / "comparison.md", comparison_markdown(table) + "\n")
+        by_readout = {
+            calibration: {name: entry["derived"] for name, entry in summary["by_readout"].items()}
+            for calibration, summary in summaries.items()
+        }
+        json_table = {
+            calibration: {**table[calibration], "by_readout": by_readout[calibration]} for calibration in table
+        }
+        atomic_write_json(self.out / "comparison.json", json_table)
+        text = comparison_markdown(table)
+        if any(by_readout.values()):
+            text += "\n\n" + readout_markdown(by_readout)
+        atomic_write_text(self.out / "comparison.md", text + "\n")
         comparison_heatmaps(summaries, self.out / "heatmaps.png")
-        print(comparison_markdown(table), flush=True)
+        print(text, flush=True)
 
     def _build(self, task: dict[str, Any], root: Path, *overrides: Mapping[str, Any]) -> Experiment:
         # Later wins: the fit config with the task, its logger's folder, the global overrides, then the caller's
@@ -228,8 +256,15 @@ def instantiate_task(spec: dict[str, Any]) -> Task:
 
 
 def summarize_records(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Calibration summary of evaluation records; NaN becomes None (JSON null)."""
-    return without_nan(calibration_summary(*answer_tensors(records)))
+    """Calibration summary of evaluation records with the primary readout's confidence (their ``confidence``), the
+    primary's name as ``readout``, and ``by_readout``: {readout: summary} for each readout every record carries
+    (none for records written before readouts, which read ``greedy``). NaN becomes None (JSON null)."""
+    by_readout = {
+        name: without_nan(calibration_summary(*answer_tensors(with_readout(records, name))))
+        for name in available_readouts(records)
+    }
+    primary = records[0].get("readout", "greedy") if records else "greedy"
+    return {**without_nan(calibration_summary(*answer_tensors(records))), "readout": primary, "by_readout": by_readout}
 
 
 def comparison_markdown(table: dict[str, dict[str, float | None]]) -> str:
@@ -238,6 +273,16 @@ def comparison_markdown(table: dict[str, dict[str, float | None]]) -> str:
     for calibration, derived in table.items():
         cells = ["n/a" if derived[k] is None else f"{derived[k]:.3f}" for k in COMPARISON_KEYS]
         lines.append(f"| {calibration} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def readout_markdown(table: dict[str, dict[str, dict[str, float | None]]]) -> str:
+    """A Markdown table of the figures that depend on the readout: one row per calibration and readout."""
+    lines = ["| calibration | readout | " + " | ".join(READOUT_KEYS) + " |", "|---|---|" + "---:|" * len(READOUT_KEYS)]
+    for calibration, readouts in table.items():
+        for name, derived in readouts.items():
+            cells = ["n/a" if derived[k] is None else f"{derived[k]:.3f}" for k in READOUT_KEYS]
+            lines.append(f"| {calibration} | {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

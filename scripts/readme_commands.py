@@ -39,7 +39,7 @@ RUN = (
 """Commands run as written, in README order (a command the README repeats runs once)."""
 
 _PAPER = "needs the Qwen3-8B checkpoint at /models/Qwen3-8B and the paper's splits under data/caopd (a GPU machine)"
-_MISCAL = "the benchmark above on 3 seeds, not timed at these settings (one seed at K = 8: 9 min 21 s)"
+_MISCAL = "the benchmark above on 3 seeds, not timed at these settings (one seed at K = 8: 15 min 24 s)"
 _KL = "a timing benchmark at vocabulary 151,936 (the README's figures: {}); tests/test_losses.py checks the values"
 _NODES = "needs GPUs: 8 on one node, or two such nodes (this machine has one node and no GPU)"
 DECLARED = {
@@ -64,9 +64,13 @@ DECLARED = {
     "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/real_shape.py --out runs/real_shape": (
         "13 min 55 s measured; tests/test_real_shape.py runs the same fit/test/export path at a smaller width"
     ),
-    "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/miscalibration.py --out runs/miscal --seeds 0 1 2": (
-        "9 min 21 s per seed measured, 3 seeds; tests/test_miscalibration_benchmark.py checks its aggregation"
+    "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/miscalibration.py --out runs/miscal_dev --seeds 0 1 2 3 4": (
+        "a seed from nothing measured at 15 min 24 s alone, 5 seeds; tests/test_miscalibration_benchmark.py checks its "
+        "aggregation and evaluation cache"
     ),
+    "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/miscalibration.py --out runs/miscal_heldout --seeds 5 6 7": _MISCAL,
+    "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/miscalibration.py --out runs/miscal_dev --seeds 0 1 2 "
+    "--stratify level": _MISCAL,
     "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/miscalibration.py --out runs/miscal --seeds 0 1 2 "
     "--methods caopd --k 4": _MISCAL,
     "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/miscalibration.py --out runs/miscal --seeds 0 1 2 "

@@ -44,17 +44,11 @@ def test_fit_then_test_through_the_entry_point(tmp_path, capsys):
     (metrics_file,) = tmp_path.glob("*/*/metrics.json")
     assert metrics_file.parent == tmp_path / "test" / "last"
     metrics = json.loads(metrics_file.read_text())
-    assert set(metrics) == {
-        "accuracy",
-        "mean_confidence",
-        "ece",
-        "brier",
-        "spr",
-        "ocg",
-        "auroc",
-        "format_adherence",
-        "n",
-    }
+    summary = {"accuracy", "mean_confidence", "ece", "brier", "spr", "ocg", "auroc", "format_adherence", "n"}
+    assert set(metrics) == summary | {"readout", "by_readout"}
+    # The primary readout (greedy by default) at the top, every readout under by_readout (caopd_pl.readouts).
+    assert metrics["readout"] == "greedy" and set(metrics["by_readout"]) == {"greedy", "expected"}
+    assert {key: metrics[key] for key in summary} == metrics["by_readout"]["greedy"]
     assert metrics["n"] == 8 and 0.0 <= metrics["accuracy"] <= 1.0
     assert (metrics_file.parent / "reliability.png").stat().st_size > 1000
 

@@ -4,6 +4,7 @@ Each rank samples, verifies and revises its own prompts; Lightning re-launches `
 """
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -40,3 +41,11 @@ def test_two_process_ddp_fit(tmp_path):
     (metrics,) = tmp_path.glob("logs/version_*/metrics.csv")
     rows = [row for row in csv.DictReader(metrics.open()) if row.get("rollout/examples")]
     assert [float(row["rollout/examples"]) for row in rows] == [4.0, 4.0]  # per rank, averaged over ranks
+
+    # Evaluation on two ranks: every rank answers every prompt, rank 0 writes each record once.
+    test = [*command[:3], "test", *command[4:], "--ckpt_path", str(tmp_path / "checkpoints/last.ckpt")]
+    done = subprocess.run(test, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (predictions,) = tmp_path.glob("test/*/test_predictions.jsonl")
+    ids = [json.loads(line)["id"] for line in predictions.read_text().splitlines()]
+    assert len(ids) == 8 and len(set(ids)) == 8  # num_test: 8 prompts, none twice

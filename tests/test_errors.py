@@ -124,6 +124,13 @@ ROWS = {
         "demonstration (first: ['train:0']); set model.warm_start: null (a pretrained model needs none), or add "
         "demonstrations to the rows (README, Tasks from data)",
     ),
+    "stratify_key_missing": (
+        [*FIT, "--data.stratify_by", "source"],
+        None,
+        "caopd_pl fit: error: data.stratify_by='source': 40 of 40 train rows of ArithmeticTask have no meta key "
+        "'source' (first: ['1+1:2+0']); the meta keys every train row has: ['level']; set data.stratify_by to one of "
+        "them, or null",
+    ),
     "report_input": (
         ["report", "--input", "judged.jsonl", "--out", "reports/run1"],
         None,

@@ -131,7 +131,10 @@ def test_predict_then_verify_then_report(tmp_path):
         assert metrics.pop("malformed_lines") == 0
         # report also tallies verify's verdict statuses; the exact verifier neither times out nor fails
         assert (metrics.pop("timeouts"), metrics.pop("verifier_errors")) == (0, 0)
-        assert metrics == json.loads(test_metrics.read_text())  # report reproduces test's own metrics
+        tested_metrics = json.loads(test_metrics.read_text())
+        # report reads the stated value: test's greedy readout, its primary by default
+        assert tested_metrics.pop("readout") == "greedy" and tested_metrics.pop("by_readout")["greedy"] == metrics
+        assert metrics == tested_metrics  # report reproduces test's own metrics
         assert metrics["n"] == 8
         assert metrics["accuracy"] == sum(r["correct"] for r in records) / 8
         assert metrics["format_adherence"] == sum(r["parsed"] for r in records) / 8

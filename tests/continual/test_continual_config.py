@@ -97,6 +97,7 @@ def test_help_documents_every_field_without_importing_torch():
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     for option, docstring in [
         ("--overrides", "nested as in a fit config"),
+        ("--overrides", "The confidence readouts every evaluation computes are ``model.readout``"),
         ("--warm_start", "Supervised warm start before stage 1"),
         ("--seed", "stage i (1-based) uses seed + i"),
         ("--calibration ", "run only this data.calibration"),

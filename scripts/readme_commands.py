@@ -71,6 +71,8 @@ DECLARED = {
     "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/miscalibration.py --out runs/miscal_heldout --seeds 5 6 7": _MISCAL,
     "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/miscalibration.py --out runs/miscal_dev --seeds 0 1 2 "
     "--stratify level": _MISCAL,
+    "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/miscalibration.py --out runs/miscal_dev --seeds 0 1 2 3 4 "
+    "--estimator beta --methods caopd": _MISCAL,
     "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/miscalibration.py --out runs/miscal --seeds 0 1 2 "
     "--methods caopd --k 4": _MISCAL,
     "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/miscalibration.py --out runs/miscal --seeds 0 1 2 "

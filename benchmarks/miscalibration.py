@@ -35,9 +35,9 @@ from typing import Any
 
 from caopd_pl import pipeline
 from caopd_pl.files import atomic_save_dir, atomic_write_text, read_jsonl, write_jsonl
-from caopd_pl.metrics import answer_tensors, calibration_summary
+from caopd_pl.metrics import answer_tensors
 from caopd_pl.plots import confidence_vs_accuracy, reliability_matrix
-from caopd_pl.readouts import READOUTS, with_readout
+from caopd_pl.readouts import READOUTS, summaries_by_readout, with_readout
 
 METHODS = {"sdft": "none", "caopd": "empirical"}
 SPLITS = ("test", "ood")
@@ -103,7 +103,7 @@ def evaluate(config: str, root: Path, model: Path, name: str, split: str, sample
 
 def summarize(records: list[dict], readout: str) -> dict:
     """The ``readout`` readout's metrics, and every readout's under ``by_readout``."""
-    by_readout = {name: calibration_summary(*answer_tensors(with_readout(records, name))) for name in READOUTS}
+    by_readout = summaries_by_readout(records, READOUTS)
     return {**by_readout[readout], "by_readout": by_readout}
 
 

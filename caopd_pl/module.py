@@ -50,11 +50,17 @@ from caopd_pl.ema import ema_update, make_teacher, reset_teacher
 from caopd_pl.errors import UsageError
 from caopd_pl.files import atomic_write_json, write_jsonl
 from caopd_pl.losses import LossConfig, masked_mean_divergence
-from caopd_pl.metrics import answer_tensors, calibration_metrics, calibration_summary, without_nan
+from caopd_pl.metrics import answer_tensors, calibration_metrics, without_nan
 from caopd_pl.models.loading import DTYPES, Dtype, ModelConfig, final_hidden_states, load_model
 from caopd_pl.models.lora import AdapterTeacher, LoraSettings, add_adapters
 from caopd_pl.plots import reliability_diagram, reliability_grid
-from caopd_pl.readouts import ReadoutConfig, expected_confidence, sampled_confidence, with_readout
+from caopd_pl.readouts import (
+    ReadoutConfig,
+    expected_confidence,
+    sampled_confidence,
+    summaries_by_readout,
+    with_readout,
+)
 from caopd_pl.rollout.base import Rollout, RolloutConfig
 from caopd_pl.sharding import data_parallel_mesh, gathered, is_sharded, run_as_forward, shard_model
 from caopd_pl.tasks.base import Task
@@ -139,9 +145,7 @@ class CaOPDModule(L.LightningModule):
         self.ema_generator: torch.Generator | None = None  # stochastic rounding of a low-precision teacher
         self._ema_generator_state: torch.Tensor | None = None  # from a checkpoint, applied once the device is known
         self.warm_started = warm_start is None
-        self.val_metrics = calibration_metrics("val/")
-        self.test_metrics = calibration_metrics("test/")
-        # Every readout's metrics too: val/expected/ece, ... (the primary's also unsuffixed, above).
+        # Every readout's metrics: val/expected/ece, ...; the primary's are logged unsuffixed too (val/ece).
         self.val_readout_metrics = torch.nn.ModuleDict(
             {name: calibration_metrics(f"val/{name}/") for name in readout.readouts}
         )
@@ -414,26 +418,26 @@ class CaOPDModule(L.LightningModule):
             print(f"wrote {len(records)} predictions to {path}")
 
     def _update(self, stage: str, records: list[dict[str, Any]]) -> None:
-        getattr(self, f"{stage}_metrics").update(*answer_tensors(records))
         for name, metrics in getattr(self, f"{stage}_readout_metrics").items():
             metrics.update(*answer_tensors(with_readout(records, name)))
 
     def _log_metrics(self, stage: str) -> None:
-        for metrics in [getattr(self, f"{stage}_metrics"), *getattr(self, f"{stage}_readout_metrics").values()]:
-            self.log_dict(metrics.compute())
+        for name, metrics in getattr(self, f"{stage}_readout_metrics").items():
+            values = metrics.compute()
+            self.log_dict(values)
+            if name == self.readout.primary:  # also as val/ece, test/ece: the run's headline figures
+                self.log_dict({key.replace(f"{stage}/{name}/", f"{stage}/", 1): value for key, value in values.items()})
             metrics.reset()
 
     def _write_test_results(self, records: list[dict[str, Any]], out: Path) -> None:
-        confidence, correct, parsed = answer_tensors(records)
-        summary = calibration_summary(confidence, correct, parsed)
-        by_readout = {
-            name: without_nan(calibration_summary(*answer_tensors(with_readout(records, name))))
-            for name in self.readout.readouts
-        }
-        metrics = {**without_nan(summary), "readout": self.readout.primary, "by_readout": by_readout}
-        atomic_write_json(out / "metrics.json", metrics)
+        primary = self.readout.primary
+        summaries = summaries_by_readout(records, self.readout.readouts)
+        by_readout = {name: without_nan(summary) for name, summary in summaries.items()}
+        atomic_write_json(out / "metrics.json", {**by_readout[primary], "readout": primary, "by_readout": by_readout})
         write_jsonl(out / "test_predictions.jsonl", records)
-        title = f"ECE {summary['ece']:.3f}, accuracy {summary['accuracy']:.3f} ({self.readout.primary} readout)"
+        summary = summaries[primary]
+        title = f"ECE {summary['ece']:.3f}, accuracy {summary['accuracy']:.3f} ({primary} readout)"
+        confidence, correct, _ = answer_tensors(records)  # the records' confidence is the primary readout's
         reliability_diagram(confidence, correct, out / "reliability.png", title=title)
         if len(by_readout) > 1:
             panels = {name: answer_tensors(with_readout(records, name))[:2] for name in by_readout}

@@ -35,6 +35,7 @@ from typing import Any, Literal, get_args
 import torch
 
 from caopd_pl.confidence import parse_confidence
+from caopd_pl.metrics import answer_tensors, calibration_summary
 from caopd_pl.templates import revised_completion_ids
 
 Readout = Literal["greedy", "expected", "sampled"]
@@ -165,6 +166,15 @@ def with_readout(records: Sequence[Mapping[str, Any]], readout: str) -> list[dic
             raise KeyError(f"record {record.get('id')!r} has no {readout!r} readout (it has {sorted(readouts)})")
         out.append({**record, "confidence": readouts[readout]})
     return out
+
+
+def summaries_by_readout(
+    records: Sequence[Mapping[str, Any]], readouts: Sequence[str] | None = None
+) -> dict[str, dict[str, float]]:
+    """{readout: :func:`~caopd_pl.metrics.calibration_summary` of ``records`` read with it}, for ``readouts``
+    (default: every readout all the records carry, :func:`available_readouts`)."""
+    names = available_readouts(records) if readouts is None else readouts
+    return {name: calibration_summary(*answer_tensors(with_readout(records, name))) for name in names}
 
 
 def available_readouts(records: Sequence[Mapping[str, Any]]) -> list[str]:

@@ -53,7 +53,7 @@ from caopd_pl.files import (
 )
 from caopd_pl.metrics import answer_tensors, calibration_summary, without_nan
 from caopd_pl.pipeline import Experiment
-from caopd_pl.readouts import available_readouts, with_readout
+from caopd_pl.readouts import summaries_by_readout
 from caopd_pl.tasks.base import Task
 from caopd_pl.warmstart import WarmStartConfig
 
@@ -259,10 +259,7 @@ def summarize_records(records: list[dict[str, Any]]) -> dict[str, Any]:
     """Calibration summary of evaluation records with the primary readout's confidence (their ``confidence``), the
     primary's name as ``readout``, and ``by_readout``: {readout: summary} for each readout every record carries
     (none for records written before readouts, which read ``greedy``). NaN becomes None (JSON null)."""
-    by_readout = {
-        name: without_nan(calibration_summary(*answer_tensors(with_readout(records, name))))
-        for name in available_readouts(records)
-    }
+    by_readout = {name: without_nan(summary) for name, summary in summaries_by_readout(records).items()}
     primary = records[0].get("readout", "greedy") if records else "greedy"
     return {**without_nan(calibration_summary(*answer_tensors(records))), "readout": primary, "by_readout": by_readout}
 

@@ -10,6 +10,7 @@ import json
 import math
 import random
 import socket
+from dataclasses import replace
 
 import pytest
 import torch
@@ -24,7 +25,7 @@ from caopd_pl.__main__ import main
 from caopd_pl.confidence import parse_confidence
 from caopd_pl.data import collate_prompts
 from caopd_pl.datamodule import SharedEngine
-from caopd_pl.models.bpe import build_qwen3_style_tokenizer
+from caopd_pl.models.bpe import QWEN3_VOCAB_SIZE, build_qwen3_style_tokenizer
 from caopd_pl.models.loading import ModelConfig, load_model
 from caopd_pl.models.tiny import TinyModelConfig, build_tiny_model
 from caopd_pl.module import CaOPDModule
@@ -88,10 +89,16 @@ def model_and_tokenizer(kind: str) -> tuple[torch.nn.Module, object]:
 
     ``char``: the embedded default (character tokenizer); ``qwen3_bpe``: the Qwen3-style byte-level BPE of
     :mod:`caopd_pl.models.bpe` (digits split one by one, ``Confidence`` and ``:`` apart); ``merging_bpe``: numbers
-    merge into multi-digit tokens. Weights are redrawn (seeded) so that the candidates are neither uniform nor one.
+    merge into multi-digit tokens; ``qwen3_real_vocab``: the Qwen3 architecture (untied output layer) at Qwen3's
+    151,936-row vocabulary with the Qwen3-style tokenizer laid out at Qwen3's ids, the shape a researcher's checkpoint
+    has. Weights are redrawn (seeded) so that the candidates are neither uniform nor one.
     """
     if kind == "char":
         model, tokenizer = load_model(ModelConfig(name_or_path="tiny"))
+    elif kind == "qwen3_real_vocab":
+        tokenizer = build_qwen3_style_tokenizer(QWEN3_VOCAB_SIZE, 1_000)
+        spec = replace(TINY, architecture="qwen3", tie_word_embeddings=False)
+        model = build_tiny_model(spec, len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id)
     else:
         tokenizer = build_qwen3_style_tokenizer(1_100, 1_000) if kind == "qwen3_bpe" else merging_bpe()
         model = build_tiny_model(TINY, len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id)
@@ -99,7 +106,7 @@ def model_and_tokenizer(kind: str) -> tuple[torch.nn.Module, object]:
     return model.eval(), tokenizer
 
 
-@pytest.fixture(scope="module", params=["char", "qwen3_bpe", "merging_bpe"])
+@pytest.fixture(scope="module", params=["char", "qwen3_bpe", "merging_bpe", "qwen3_real_vocab"])
 def setup(request):
     return request.param, *model_and_tokenizer(request.param)
 

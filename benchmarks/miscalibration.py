@@ -56,37 +56,51 @@ def build(config: str, root: Path, overrides: list[dict[str, Any]], args: list[s
     return pipeline.build(config, root, [own, *overrides], args)
 
 
-def warm_start(config: str, root: Path, seed: int) -> Path:
-    """Warm-start the tiny model of ``seed`` and save it as a Hugging Face checkpoint (skipped when it exists)."""
+def warm_start(config: str, root: Path, seed: int, layers: list[dict] = (), tiny: bool = True) -> Path:
+    """Warm-start the model of ``seed`` and save it as a Hugging Face checkpoint (skipped when it exists).
+
+    ``layers`` are overrides laid over the config in every build (a task chosen on the command line); ``tiny`` seeds
+    the built-in tiny model's initialisation too (a pretrained model has its own weights).
+    """
     out = root / "base"
     if (out / "config.json").exists():
         return out
-    seeds = {"model": {"model": {"tiny": {"seed": seed}}, "warm_start": {"seed": seed}}}
-    experiment = build(config, root / "warm", [seeds], [])
+    seeds: dict = {"model": {"warm_start": {"seed": seed}}}
+    if tiny:
+        seeds["model"]["model"] = {"tiny": {"seed": seed}}
+    experiment = build(config, root / "warm", [*layers, seeds], [])
+    started = time.perf_counter()
     losses = pipeline.warm_start(experiment, seed=seed)
-    print(f"warm start seed {seed}: loss {statistics.fmean(losses[:50]):.3f} -> {statistics.fmean(losses[-50:]):.3f}")
+    seconds = time.perf_counter() - started
+    head, tail = statistics.fmean(losses[:50]), statistics.fmean(losses[-50:])
+    print(f"warm start seed {seed}: {len(losses)} steps in {seconds:.0f} s, loss {head:.3f} -> {tail:.3f}")
 
     def save(folder: Path) -> None:
         pipeline.save_student(experiment, folder)
         atomic_write_text(folder / "warm_start_losses.json", json.dumps(losses))
+        atomic_write_text(folder / "warm_start_seconds.json", json.dumps(round(seconds, 1)))
 
     atomic_save_dir(out, save)
     return out
 
 
-def train(config: str, root: Path, base: Path, method: str, seed: int, extra: list[dict], args: list[str]) -> Path:
+def train(
+    config: str, root: Path, base: Path, method: str, seed: int, extra: list[dict], args: list[str], layers=()
+) -> Path:
     """Distil from ``base`` with ``method``'s calibration; returns the saved student (skipped when it exists)."""
     out = root / method
     if (out / "model" / "config.json").exists():
         return out / "model"
     seeds = {"data": {"calibration": METHODS[method], "seed": seed, "rollout": {"seed": seed}}, "seed_everything": seed}
-    experiment = build(config, out, [pipeline.starting_from(base), seeds, *extra], args)
+    experiment = build(config, out, [*layers, pipeline.starting_from(base), seeds, *extra], args)
     pipeline.distil(experiment)
     atomic_save_dir(out / "model", lambda folder: pipeline.save_student(experiment, folder))
     return out / "model"
 
 
-def evaluate(config: str, root: Path, model: Path, name: str, split: str, samples: int = 8) -> list[dict]:
+def evaluate(
+    config: str, root: Path, model: Path, name: str, split: str, samples: int = 8, layers: list[dict] = ()
+) -> list[dict]:
     """Greedy answers of ``model`` on ``split`` with every confidence readout (cached as JSONL).
 
     ``samples`` completions per prompt make the ``sampled`` readout (temperature 1, seeded).
@@ -95,8 +109,8 @@ def evaluate(config: str, root: Path, model: Path, name: str, split: str, sample
     if path.exists():
         return read_jsonl(path)
     readout = {"primary": "greedy", "report": list(READOUTS), "num_samples": samples, "temperature": 1.0}
-    layers = [pipeline.starting_from(model), {"data": {"test_split": split}, "model": {"readout": readout}}]
-    records = pipeline.evaluate(build(config, root / "eval" / name, layers, []))
+    evaluation = [pipeline.starting_from(model), {"data": {"test_split": split}, "model": {"readout": readout}}]
+    records = pipeline.evaluate(build(config, root / "eval" / name, [*layers, *evaluation], []))
     write_jsonl(path, records)
     return records
 
@@ -199,10 +213,10 @@ def _digest(text: str) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:8]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_arguments(parser: argparse.ArgumentParser, config: str) -> None:
+    """The options every base-vs-SDFT-vs-CaOPD comparison takes (this benchmark's and ``real_model.py``'s)."""
     parser.add_argument("--out", type=Path, required=True, help="output directory")
-    parser.add_argument("--config", default="configs/quickstart.yaml")
+    parser.add_argument("--config", default=config)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--k", type=int, default=None, help="rollouts per prompt (default: the config's)")
     parser.add_argument("--epochs", type=int, default=None, help="distillation epochs (default: the config's)")
@@ -230,8 +244,10 @@ def main() -> None:
         help="extra fit option for the SDFT/CaOPD runs, CLI syntax (e.g. --override=--model.ema_rate=0.002); "
         "its results are kept apart from other settings' under DIR/seed_<s>_<config>/<setting>_<digest>/",
     )
-    args = parser.parse_args()
 
+
+def setting(args: argparse.Namespace) -> tuple[list[dict], str]:
+    """The overrides of the distillation runs and the name of the setting they make (a folder name)."""
     estimator = {"kind": args.estimator, "prior_alpha": args.prior[0], "prior_beta": args.prior[1]}
     extra = [{"data": {"estimator": estimator}}]
     extra += [{"data": {"rollout": {"num_samples": args.k}}}] if args.k else []
@@ -243,26 +259,44 @@ def main() -> None:
     tag += f"_strat-{args.stratify}" if args.stratify else ""
     if args.override:  # a short digest keeps settings apart without spelling every override into a folder name
         tag += "_" + _digest("\n".join(args.override))
-    # Cached pieces live under a folder named by the config's content, so editing the config never reuses stale ones.
-    config_digest = _digest(Path(args.config).read_text())
+    return extra, tag
+
+
+def compare(args: argparse.Namespace, layers: list[dict] = (), tiny: bool = True, notes: dict | None = None) -> None:
+    """Base vs the ``--methods`` on every seed; writes and prints the results (see the module docstring).
+
+    Args:
+        args: the options of :func:`add_arguments`.
+        layers: overrides laid over the config in every build (a task chosen on the command line).
+        tiny: seed the tiny model's initialisation with each seed (the embedded default's warm start).
+        notes: extra entries for ``run.json`` (the task a real-model run used).
+    """
+    extra, tag = setting(args)
+    # Cached pieces live under a folder named by the config's content (and the layers over it), so editing either
+    # never reuses stale ones.
+    config_digest = _digest(Path(args.config).read_text() + (json.dumps(layers, sort_keys=True) if layers else ""))
     per_seed, pooled, timing = [], {}, {}
     for seed in args.seeds:
         started = time.perf_counter()
         root = args.out / f"seed_{seed}_{config_digest}"
-        base = warm_start(args.config, root, seed)
+        base = warm_start(args.config, root, seed, layers, tiny)
         models = {"base": base}
-        models |= {m: train(args.config, root / tag, base, m, seed, extra, args.override) for m in args.methods}
+        models |= {m: train(args.config, root / tag, base, m, seed, extra, args.override, layers) for m in args.methods}
         results = {}
         for name, model in models.items():
             for split in SPLITS:
                 eval_root = root if name == "base" else root / tag
-                records = evaluate(args.config, eval_root, model, name, split, args.samples)
+                records = evaluate(args.config, eval_root, model, name, split, args.samples, layers)
                 results.setdefault(name, {})[split] = summarize(records, args.readout)
                 pooled.setdefault(name, {}).setdefault(split, []).extend(records)
         per_seed.append(results)
         timing[seed] = round(time.perf_counter() - started, 1)  # cached pieces cost nothing: see the docstring
         print(f"seed {seed}: {timing[seed]:.0f} s wall-clock in this invocation")
+    report(args, tag, per_seed, pooled, {"seconds_per_seed": timing, **(notes or {})})
 
+
+def report(args: argparse.Namespace, tag: str, per_seed: list[dict], pooled: dict, notes: dict) -> None:
+    """Write summary.json, levels.json, run.json and the figures; print the tables."""
     summary = aggregate(per_seed)
     levels = {m: {split: {r: by_level(pooled[m][split], r) for r in READOUTS} for split in SPLITS} for m in pooled}
     # DIR/ holds the latest invocation's results; DIR/<tag>/ keeps each setting's, so studies can share warm starts.
@@ -270,8 +304,8 @@ def main() -> None:
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_text(folder / "summary.json", json.dumps(summary, indent=2) + "\n")
         atomic_write_text(folder / "levels.json", json.dumps(levels, indent=2) + "\n")
-    run = {"readout": args.readout, "setting": tag, "seeds": args.seeds, "samples": args.samples}
-    atomic_write_text(args.out / "run.json", json.dumps({**run, "seconds_per_seed": timing}, indent=2) + "\n")
+    run = {"readout": args.readout, "setting": tag, "seeds": args.seeds, "samples": args.samples, **notes}
+    atomic_write_text(args.out / "run.json", json.dumps(run, indent=2) + "\n")
     points = {
         m: {r: (cells["test"]["accuracy"], cells["test"]["by_readout"][r]["mean_confidence"]) for r in READOUTS}
         for m, cells in summary.items()
@@ -286,6 +320,12 @@ def main() -> None:
     print(f"\nper level, test split, pooled over seeds: accuracy / mean confidence ({args.readout} readout)\n")
     print(level_markdown({m: {s: levels[m][s][args.readout] for s in SPLITS} for m in levels}, "test"))
     print(f"\nwrote {args.out / 'summary.json'}, levels.json, run.json, confidence_vs_accuracy.png, reliability.png")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_arguments(parser, "configs/quickstart.yaml")
+    compare(parser.parse_args())
 
 
 if __name__ == "__main__":

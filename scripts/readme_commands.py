@@ -24,6 +24,7 @@ RUN = (
     "bash scripts/install.sh",
     ".venv/bin/python -m caopd_pl fit --config configs/quickstart.yaml",
     ".venv/bin/python -m pytest -q",
+    ".venv/bin/python -m caopd_pl pull smollm2-135m-instruct",
     ".venv/bin/python -m caopd_pl test --config configs/quickstart.yaml "
     "--ckpt_path runs/quickstart/checkpoints/last.ckpt",
     ".venv/bin/python -m caopd_pl verifiers",
@@ -42,7 +43,21 @@ _PAPER = "needs the Qwen3-8B checkpoint at /models/Qwen3-8B and the paper's spli
 _MISCAL = "the benchmark above on 3 seeds, not timed at these settings (one seed at K = 8: 15 min 24 s)"
 _KL = "a timing benchmark at vocabulary 151,936 (the README's figures: {}); tests/test_losses.py checks the values"
 _NODES = "needs GPUs: 8 on one node, or two such nodes (this machine has one node and no GPU)"
+_REAL = "SmolLM2-135M-Instruct on this CPU: {}; tests/test_real_model.py runs fit and test on it, shrunk to seconds"
 DECLARED = {
+    ".venv/bin/python -m caopd_pl fit --config configs/real/smollm2_chain_sum.yaml": _REAL.format(
+        "a 32-step warm start and 5 epochs, about 15 min alone (the benchmark's CaOPD runs, README)"
+    ),
+    ".venv/bin/python -m caopd_pl test --config configs/real/smollm2_chain_sum.yaml "
+    "--ckpt_path runs/real/smollm2_chain_sum/checkpoints/last.ckpt": _REAL.format("evaluates that fit's checkpoint"),
+    "OMP_NUM_THREADS=2 .venv/bin/python benchmarks/real_model.py --out runs/real_model --seeds 0 1 2 "
+    "--readout expected": _REAL.format("three seeds of base, SDFT and CaOPD, over half an hour each (README)"),
+    "OMP_NUM_THREADS=2 .venv/bin/python benchmarks/warm_start_format.py --steps 32 --marks 16 32": _REAL.format(
+        "a warm-start probe of several minutes"
+    ),
+    "OMP_NUM_THREADS=2 .venv/bin/python benchmarks/warm_start_format.py --steps 24 --marks 12 24 --bare": (
+        _REAL.format("a warm-start probe of several minutes")
+    ),
     ".venv/bin/python -m caopd_pl fit --config configs/paper/qwen3_8b_science.yaml "
     "--model.model.name_or_path /models/Qwen3-8B --trainer.devices 8": _NODES,
     ".venv/bin/torchrun --nnodes 2 --nproc_per_node 8 --rdzv_backend c10d --rdzv_endpoint "

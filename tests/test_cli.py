@@ -1,6 +1,7 @@
 """End-to-end runs through the real entry point (``python -m caopd_pl``), on CPU, in seconds."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -85,18 +86,34 @@ def test_resume_from_last_restores_epoch_and_teacher(tmp_path):
     assert cli.trainer.current_epoch == 2
 
 
-FIT_CONFIGS = sorted(p for p in (REPO / "configs").rglob("*.yaml") if "continual" not in p.parts)
+# configs/continual/*.yaml are runner configs, parsed by tests/continual/test_continual_config.py; configs/layers/
+# hold layers laid over a fit config (--config BASE --config LAYER), each parsed over the config its header names.
+FIT_CONFIGS = sorted(p for p in (REPO / "configs").rglob("*.yaml") if not {"continual", "layers"} & set(p.parts))
+LAYERS = sorted((REPO / "configs" / "layers").glob("*.yaml"))
+PULLED = "./models/smollm2-135m-instruct"
+
+
+def _layered(path: Path) -> list[str]:
+    """``--config`` arguments of a shipped config: a layer comes after the base its header's command names."""
+    if path not in LAYERS:
+        return ["--config", str(path)]
+    (base,) = re.findall(r"--config (configs/\S+\.yaml) --config configs/layers/", path.read_text())
+    return ["--config", str(REPO / base), "--config", str(path)]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("path", FIT_CONFIGS, ids=lambda p: p.name)
-def test_every_fit_config_parses(path, capsys):
-    # configs/continual/*.yaml are runner configs, parsed by tests/continual/test_continual_config.py.
+@pytest.mark.parametrize("path", FIT_CONFIGS + LAYERS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_fit_config_parses(path, capsys, request):
+    configs = _layered(path)
     with pytest.raises(SystemExit, match="0"):
-        cli_main(["fit", "--config", str(path), "--print_config"])  # every key and type checked, nothing built
-    assert yaml.safe_load(capsys.readouterr().out)["model"]
+        cli_main(["fit", *configs, "--print_config"])  # every key and type checked, nothing built
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]
+    model = []
+    if printed["model"]["model"]["name_or_path"] == PULLED:  # the real model, pulled once per session
+        model = ["--model.model.name_or_path", str(request.getfixturevalue("smollm2_dir"))]
     try:
-        cli = cli_main(["--config", str(path), "--trainer.logger", "false"], run=False)
+        cli = cli_main([*configs, *model, "--trainer.logger", "false"], run=False)
     except UsageError as err:
         # Configs for the paper's data name folders the user brings (README, Real models): built, they stop at
         # the first missing one, in one line.

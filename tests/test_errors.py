@@ -121,8 +121,8 @@ ROWS = {
         FIT,
         lambda root: jsonl_task(root, NO_DEMO, {"template": "correct_solution", "no_correct_rollout": "skip"}),
         "caopd_pl fit: error: model.warm_start trains on demonstrations, but 4 of 4 train rows of JsonlTask have no "
-        "demonstration (first: ['train:0']); set model.warm_start: null (a pretrained model needs none), or add "
-        "demonstrations to the rows (README, Tasks from data)",
+        "demonstration (first: ['train:0']); set model.warm_start: null (a large instruct model that already follows "
+        "the answer format needs none), or add demonstrations to the rows (README, Tasks from data)",
     ),
     "stratify_key_missing": (
         [*FIT, "--data.stratify_by", "source"],

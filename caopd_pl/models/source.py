@@ -21,6 +21,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from caopd_pl.errors import UsageError
+from caopd_pl.models.pull import pull_hint
 
 KEY = "model.model.name_or_path"
 _HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
@@ -37,10 +38,23 @@ def looks_local(name: str) -> bool:
 def check_model_source(name_or_path: str) -> None:
     """Fail in one line when ``name_or_path`` cannot be loaded without waiting on a network.
 
+    A missing folder named like a model ``python -m caopd_pl pull`` fetches (``models/smollm2-135m-instruct``)
+    gets the pull command appended to the error.
+
     Raises:
         UsageError: a local-looking path that is not a directory, a string that is no hub id, or a hub name that is
             not cached while the hub is offline or unreachable.
     """
+    try:
+        _check_source(name_or_path)
+    except UsageError as err:
+        hint = pull_hint(name_or_path)
+        if not hint:
+            raise
+        raise UsageError(f"{err}; {hint}") from err
+
+
+def _check_source(name_or_path: str) -> None:
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return

@@ -41,7 +41,7 @@ from caopd_pl.readouts import READOUTS, summaries_by_readout, with_readout
 
 METHODS = {"sdft": "none", "caopd": "empirical"}
 SPLITS = ("test", "ood")
-KEYS = ("accuracy", "mean_confidence", "ece", "brier", "spr", "ocg", "auroc")
+KEYS = ("accuracy", "mean_confidence", "ece", "brier", "spr", "ocg", "auroc", "format_adherence")
 CSV_LOGGER = "lightning.pytorch.loggers.CSVLogger"
 
 

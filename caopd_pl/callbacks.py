@@ -21,7 +21,9 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.callbacks.progress import ProgressBar
 
-SUMMARY_METRICS = ("accuracy", "mean_confidence", "ece", "spr", "auroc")
+SUMMARY_METRICS = ("accuracy", "mean_confidence", "ece", "spr", "auroc", "format_adherence")
+UNSTATED_WARNING = 0.5
+"""Below this format adherence the summary says that the calibration metrics describe unstated (0) confidences."""
 
 
 class RolloutStats(Callback):
@@ -106,6 +108,11 @@ def fit_summary(trainer: L.Trainer, log_dir: str | None, seconds: float) -> str:
     validation = _validation_metrics(trainer.callback_metrics)
     if validation:
         lines.append("  last validation: " + ", ".join(f"{k} {v:.3f}" for k, v in validation.items()))
+        if validation.get("format_adherence", 1.0) < UNSTATED_WARNING:
+            lines.append(
+                f"  only {validation['format_adherence']:.0%} of the answers state a confidence; the others read 0, so "
+                "ECE and the rest describe a model that mostly says nothing (see metrics.csv, val/format_adherence)"
+            )
     return "\n".join(lines)
 
 

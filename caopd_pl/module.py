@@ -344,10 +344,15 @@ class CaOPDModule(L.LightningModule):
         # Sharded (FSDP2), every forward all-gathers, so ranks must run as many: they do. Every rank evaluates every
         # prompt (no distributed sampler; with one, Lightning's pads ranks to equal counts), and every answer costs
         # exactly two forwards: its candidates end with EOS after the token where they first differ (suffixes >= 2).
+        # A completion that states no confidence reads 0, as under every readout (caopd_pl.readouts); all ranks
+        # read the same texts, so they skip the same forwards.
         training = self.student.training
         self.student.eval()  # dropout off: the model's own distribution
         try:
-            return [expected_confidence(self.student, self.tokenizer, p, t) for p, t in zip(prompts, texts)]
+            return [
+                expected_confidence(self.student, self.tokenizer, p, t) if parse_confidence(t).parsed else 0.0
+                for p, t in zip(prompts, texts)
+            ]
         finally:
             self.student.train(training)
 

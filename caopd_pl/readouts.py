@@ -17,10 +17,15 @@ for the model's confidence in it:
   from the ids the model sampled). It reads what
   CaOPD trains (the distribution of the stated value), so it is the number to report for a model distilled
   towards empirical success rates, and the one to use when confidences feed a decision (abstention, routing).
-* ``sampled``: the mean stated value over ``num_samples`` sampled completions (``temperature``, seeded); samples
-  that state no confidence are left out, and a prompt none of whose samples states one reads 0 (the metrics'
-  convention for a missing confidence). A Monte-Carlo estimate of a similar quantity to ``expected``, but over whole
-  completions (each sample may answer differently), and what an API user who can only sample can compute.
+* ``sampled``: the mean stated value over ``num_samples`` sampled completions (``temperature``, seeded). A Monte-Carlo
+  estimate of a similar quantity to ``expected``, but over whole completions (each sample may answer differently),
+  and what an API user who can only sample can compute.
+
+A confidence that is not stated reads 0, under every readout (the paper's evaluation reads a missing ``Confidence:``
+line as 0): ``greedy``, when the greedy completion states none; ``expected``, likewise (it is the expectation given
+*that* completion, which ends without one: no candidate line is scored in its place); ``sampled``, for each sample
+that states none, in the mean. Format adherence (the share of answers that state a confidence) is reported beside
+every readout's metrics: a model that never states one reads 0 everywhere and is not "calibrated" by it.
 
 Correctness comes from the greedy answer for every readout, so accuracy is one number and only the confidence
 columns differ.
@@ -148,8 +153,9 @@ def _common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
 
 
 def sampled_confidence(texts: Sequence[str]) -> float:
-    """The ``sampled`` readout of one prompt: the mean value its sampled completions state (0 when none does)."""
-    values = [stated.value for stated in map(parse_confidence, texts) if stated.parsed]
+    """The ``sampled`` readout of one prompt: the mean value its sampled completions state, a sample that states
+    none counting 0 (0 for no samples)."""
+    values = [stated.value if stated.parsed else 0.0 for stated in map(parse_confidence, texts)]
     return sum(values) / len(values) if values else 0.0
 
 

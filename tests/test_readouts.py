@@ -209,13 +209,24 @@ def test_expected_readout_of_a_bf16_model_is_close_to_the_fp32_one():
 # ---- sampled readout, and the readouts through the module -----------------------------------------------------------
 
 
-def test_sampled_confidence_means_the_parsed_values_and_reads_zero_when_none_parses():
+def test_sampled_confidence_means_the_stated_values_a_missing_one_reading_zero():
     assert sampled_confidence(["8\nConfidence: 0.2", "8\nConfidence: 0.6"]) == pytest.approx(0.4)
     assert sampled_confidence(["8\nConfidence: 0.2", "8", "Confidence: none", "8\nConfidence: 80%"]) == pytest.approx(
-        0.5
-    )  # unparsed samples are left out, not read as 0
+        0.25
+    )  # the convention of every readout: a confidence not stated reads 0 (it used to be left out of the mean)
     assert sampled_confidence(["8", "no confidence here"]) == 0.0
     assert sampled_confidence([]) == 0.0
+
+
+def test_every_readout_reads_zero_for_an_answer_that_states_no_confidence(speaking):
+    # One convention (caopd_pl.readouts): the expected readout used to append a confidence line to such an answer
+    # and report a confident-looking value for a model that states none.
+    module, prompts, _ = speaking
+    texts = ["8", "8\nConfidence: 0.5"]
+    values = module.read_confidence(prompts[:2], texts)
+    assert values["greedy"] == [0.0, 0.5]
+    assert values["expected"][0] == 0.0 and 0.0 < values["expected"][1] < 1.0
+    assert expected_confidence(module.student, module.tokenizer, prompts[0], texts[0]) > 0.0  # what it read before
 
 
 def speaking_module(
@@ -271,7 +282,7 @@ def test_sampled_readout_is_seeded_by_the_batch_and_is_the_mean_over_the_engines
     groups = HFEngine(sampling, module.student, module.tokenizer).generate(prompts, seed=5 + 1_000_003 + 3)
     parsed = [[parse_confidence(r.text) for r in group] for group in groups]
     assert sum(p.parsed for group in parsed for p in group) >= 12  # the model states a confidence, mostly
-    means = [sum(p.value for p in group if p.parsed) / max(1, sum(p.parsed for p in group)) for group in parsed]
+    means = [sum(p.value if p.parsed else 0.0 for p in group) / len(group) for group in parsed]  # unstated: 0
     assert first["sampled"] == pytest.approx(means, abs=1e-12)
     assert len({round(v, 6) for v in first["sampled"]}) > 1  # sampled, not one value for every prompt
     assert first["greedy"] == [parse_confidence(t).value for t in texts]

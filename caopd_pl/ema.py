@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 
 import torch
+from torch.distributed.tensor import DTensor
 
 LOW_PRECISION = (torch.bfloat16, torch.float16)
 
@@ -90,6 +91,9 @@ def _update(
         torch._foreach_lerp_([t for t, _ in fused], [s for _, s in fused], rate)
     for t, s in zip(teachers, students):
         if t.dtype in LOW_PRECISION:
+            # Sharded (FSDP2 DTensors, teacher and student sharded alike): the rounding's noise is a plain tensor,
+            # so the update runs on each rank's local shards, in place.
+            t, s = _local(t), _local(s)
             mixed = t.float().lerp_(s.float(), rate)  # float32, so a small update survives until the rounding
             t.copy_(stochastic_round(mixed, t.dtype, generator) if stochastic and rate < 1.0 else mixed)
         elif t.dtype != s.dtype:  # one tensor at a time: a cast copy of the whole student could be gigabytes
@@ -117,6 +121,11 @@ def stochastic_round(
     share_up = ((values - below.float()) / (above.float() - below.float())).nan_to_num(0.0)  # in [0, 1)
     draw = torch.rand(values.shape, generator=generator, device=values.device)
     return torch.where(draw < share_up, above, below)
+
+
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    """The rank's own shard of a DTensor (a view: writing it writes the DTensor), or the tensor itself."""
+    return tensor.to_local() if isinstance(tensor, DTensor) else tensor
 
 
 def _float_tensors(module: torch.nn.Module) -> tuple[list[torch.Tensor], list[torch.Tensor]]:

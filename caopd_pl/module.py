@@ -52,7 +52,7 @@ from caopd_pl.files import atomic_write_json, write_jsonl
 from caopd_pl.losses import LossConfig, masked_mean_divergence
 from caopd_pl.metrics import answer_tensors, calibration_metrics, without_nan
 from caopd_pl.models.loading import DTYPES, Dtype, ModelConfig, final_hidden_states, load_model
-from caopd_pl.models.lora import AdapterTeacher, LoraSettings, add_adapters
+from caopd_pl.models.lora import AdapterTeacher, LoraSettings, add_adapters, keep_adapters_float32
 from caopd_pl.plots import reliability_diagram, reliability_grid
 from caopd_pl.readouts import (
     ReadoutConfig,
@@ -256,6 +256,8 @@ class CaOPDModule(L.LightningModule):
             shard_model(self.teacher, mesh)
 
     def configure_optimizers(self):
+        if self.lora is not None:  # after Lightning's precision cast, before the optimizer sees the adapters
+            keep_adapters_float32(self.student)
         # Only what trains: with LoRA the frozen base would otherwise sit in the optimizer's parameter groups.
         optimizer = self.optimizer_factory([p for p in self.student.parameters() if p.requires_grad])
         if self.scheduler_factory is None:

@@ -97,6 +97,20 @@ def add_adapters(model: torch.nn.Module, settings: LoraSettings) -> torch.nn.Mod
     return model
 
 
+def keep_adapters_float32(model: torch.nn.Module) -> None:
+    """Cast both adapters of ``model`` back to float32, in place (the base keeps its dtype).
+
+    Lightning's ``bf16-true``/``16-true`` precision casts the whole module after it is built, adapters included; this
+    runs after that and before the optimizer is made, so the adapters train, and keep their AdamW state, in float32.
+    """
+    with torch.no_grad():
+        for layer in lora_layers(model):
+            for name in (STUDENT, TEACHER):
+                for container in (layer.lora_A, layer.lora_B):
+                    if name in container:
+                        container[name].float()
+
+
 def has_adapters(model: torch.nn.Module) -> bool:
     """Whether ``model`` holds peft LoRA layers (cheap when peft was never imported: then it cannot)."""
     return "peft" in sys.modules and any(True for _ in lora_layers(model))

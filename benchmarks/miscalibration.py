@@ -72,7 +72,8 @@ def warm_start(config: str, root: Path, seed: int, layers: list[dict] = (), tiny
     started = time.perf_counter()
     losses = pipeline.warm_start(experiment, seed=seed)
     seconds = time.perf_counter() - started
-    head, tail = statistics.fmean(losses[:50]), statistics.fmean(losses[-50:])
+    window = max(1, min(50, len(losses) // 4))  # the first and last quarter of a short warm start
+    head, tail = statistics.fmean(losses[:window]), statistics.fmean(losses[-window:])
     print(f"warm start seed {seed}: {len(losses)} steps in {seconds:.0f} s, loss {head:.3f} -> {tail:.3f}")
 
     def save(folder: Path) -> None:

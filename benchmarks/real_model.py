@@ -50,7 +50,9 @@ def task_layer(args: argparse.Namespace) -> list[dict]:
 
 
 def curriculum_step(dataset: str, config: dict) -> dict:
-    """Settings one curriculum level above ``config`` on every attribute of ``dataset``'s reasoning-gym curriculum.
+    """Settings one curriculum level above ``config`` on every attribute of ``dataset``'s reasoning-gym curriculum:
+    a range attribute (``min_digits``/``max_digits``) gets both ends at the next level's value, so that every ood
+    question is harder than the hardest in-distribution one.
 
     Raises:
         SystemExit: the dataset has no curriculum (then ``--ood-config`` must say what harder means).
@@ -63,7 +65,7 @@ def curriculum_step(dataset: str, config: dict) -> dict:
     harder = {}
     for name, attribute in curriculum.attributes.items():
         fields = _fields(attribute)
-        current = [config[f] for f in fields if f in config]
+        current = [config[f] for f in fields[-1:] if f in config]  # the upper end, or the one field
         level = _level_of(attribute.levels, max(current)) if current else attribute.default_level
         value = attribute.levels[min(level + 1, len(attribute.levels) - 1)]
         for field in fields:
@@ -72,8 +74,11 @@ def curriculum_step(dataset: str, config: dict) -> dict:
 
 
 def _fields(attribute) -> list[str]:
+    """The config fields an attribute sets: [lower, upper] for a range, [field] for a scalar."""
     upper = getattr(attribute, "upper_field_name", None)
-    return [upper] if upper else [getattr(attribute, "field_name", attribute.name)]
+    if upper:
+        return [attribute.lower_field_name, upper]
+    return [getattr(attribute, "field_name", attribute.name)]
 
 
 def _level_of(levels: list, value) -> int:

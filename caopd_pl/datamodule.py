@@ -41,7 +41,7 @@ from caopd_pl.revision import Calibration, RevisionSettings, revise_epoch
 from caopd_pl.rollout import RolloutConfig, RolloutEngine, make_engine
 from caopd_pl.rollout.base import Rollout
 from caopd_pl.tasks.base import Task, TaskExample
-from caopd_pl.templates import TeacherConfig, prompt_ids
+from caopd_pl.templates import TeacherConfig, prompt_ids, revised_completion_ids
 
 
 @dataclass
@@ -191,6 +191,7 @@ class RolloutDataModule(L.LightningDataModule):
         if stage == "fit":
             self._check_trainer()
             check_fit_data(self.task, self.teacher)
+            check_completion_cap(self.shared_engine.tokenizer, self.rollout.max_new_tokens)
             if self.stratify_by is not None:
                 check_stratify_key(self.task, self.stratify_by)
 
@@ -365,6 +366,23 @@ def check_fit_data(task: Task, teacher: TeacherConfig) -> None:
         raise UsageError(
             f"data.teacher.no_correct_rollout='demo' falls back to the demonstration, but {where}; set "
             f"data.teacher.no_correct_rollout: skip, or {add}"
+        )
+
+
+def check_completion_cap(tokenizer, max_new_tokens: int) -> None:
+    """Refuse a completion length too short to hold the confidence line and EOS: every revised target would be that
+    line alone (the revision keeps it whatever the cap), longer than the cap and with no answer in it.
+
+    Raises:
+        UsageError: naming ``data.rollout.max_new_tokens``, the shortest length that fits, and the fix.
+    """
+    if tokenizer is None:  # no student bound: nothing revises
+        return
+    needed = len(revised_completion_ids(tokenizer, "", 1.0))  # "\nConfidence: 1.00" + EOS, the shortest target
+    if max_new_tokens < needed:
+        raise UsageError(
+            f"data.rollout.max_new_tokens={max_new_tokens} is shorter than the confidence line the revision writes "
+            f"({needed} tokens with EOS, before any answer); give more than {needed}"
         )
 
 

@@ -131,6 +131,12 @@ ROWS = {
         "'source' (first: ['1+1:2+0']); the meta keys every train row has: ['level']; set data.stratify_by to one of "
         "them, or null",
     ),
+    "completion_cap": (
+        [*FIT, "--data.rollout.max_new_tokens", "5"],
+        None,
+        "caopd_pl fit: error: data.rollout.max_new_tokens=5 is shorter than the confidence line the revision writes "
+        "(8 tokens with EOS, before any answer); give more than 8",
+    ),
     "report_input": (
         ["report", "--input", "judged.jsonl", "--out", "reports/run1"],
         None,

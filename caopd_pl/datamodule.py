@@ -184,10 +184,12 @@ class RolloutDataModule(L.LightningDataModule):
         """Check, before the warm start and the first rollouts, that the task's data holds what the config needs.
 
         Raises:
-            UsageError: the task has no train split, rows lack the demonstrations the teacher template needs, or
-                rows lack the ``data.stratify_by`` key (the message names the key and the fix; the module checks
-                what its warm start needs).
+            UsageError: the task has no train split, rows lack the demonstrations the teacher template needs, rows
+                lack the ``data.stratify_by`` key, the completion length cannot hold the confidence line, or the vLLM
+                tensor-parallel size does not divide the processes (the message names the key and the fix; the
+                module checks what its warm start needs).
         """
+        check_tensor_parallel(self.rollout, self.trainer.world_size if self.trainer is not None else 1)
         if stage == "fit":
             self._check_trainer()
             check_fit_data(self.task, self.teacher)
@@ -366,6 +368,21 @@ def check_fit_data(task: Task, teacher: TeacherConfig) -> None:
         raise UsageError(
             f"data.teacher.no_correct_rollout='demo' falls back to the demonstration, but {where}; set "
             f"data.teacher.no_correct_rollout: skip, or {add}"
+        )
+
+
+def check_tensor_parallel(rollout: RolloutConfig, world_size: int) -> None:
+    """Refuse, before any model work, a vLLM tensor-parallel size that does not divide the training processes (each
+    group of ``tensor_parallel_size`` ranks shares one engine).
+
+    Raises:
+        UsageError: naming ``data.rollout.tensor_parallel_size``, the process count and the fix.
+    """
+    tp = rollout.tensor_parallel_size
+    if rollout.engine == "vllm" and (tp < 1 or world_size % tp):
+        raise UsageError(
+            f"data.rollout.tensor_parallel_size={tp} must divide the number of training processes ({world_size}); "
+            "launch a multiple of it (trainer.devices x trainer.num_nodes), or set it to 1"
         )
 
 

@@ -137,6 +137,12 @@ ROWS = {
         "caopd_pl fit: error: data.rollout.max_new_tokens=5 is shorter than the confidence line the revision writes "
         "(8 tokens with EOS, before any answer); give more than 8",
     ),
+    "tensor_parallel": (
+        [*FIT, "--data.rollout.engine", "vllm", "--data.rollout.tensor_parallel_size", "2"],
+        None,
+        "caopd_pl fit: error: data.rollout.tensor_parallel_size=2 must divide the number of training processes (1); "
+        "launch a multiple of it (trainer.devices x trainer.num_nodes), or set it to 1",
+    ),
     "report_input": (
         ["report", "--input", "judged.jsonl", "--out", "reports/run1"],
         None,

@@ -21,7 +21,9 @@ the calibration was evaluated greedily.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -165,8 +167,8 @@ def _rebuild_module(hparams: dict[str, Any], ckpt_path: Path):
     hparams = dict(hparams)
     instantiator = hparams.pop("_instantiator", None)
     try:
-        if instantiator is None:
-            return CaOPDModule(**hparams)
+        if instantiator is None:  # written through the Python API: the settings' dataclasses, made dicts above
+            return CaOPDModule(**_settings(CaOPDModule.__init__, hparams))
         module_name, _, function = instantiator.rpartition(".")
         return getattr(importlib.import_module(module_name), function)(CaOPDModule, hparams)
     except OSError as err:  # transformers: a hub name that is not there (or no network)
@@ -175,6 +177,25 @@ def _rebuild_module(hparams: dict[str, Any], ckpt_path: Path):
             f"model.model.name_or_path={name!r} cannot be loaded ({str(err).splitlines()[0]}); pass --base with the "
             f"base model {ckpt_path.name} was trained from"
         ) from err
+
+
+def _settings(function: Any, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with each dict rebuilt as the dataclass ``function``'s signature names for it (nested too)."""
+    hints = typing.get_type_hints(function)
+    return {key: _rebuild(hints.get(key), value) for key, value in values.items()}
+
+
+def _rebuild(annotation: Any, value: Any) -> Any:
+    if not isinstance(value, dict):
+        return value
+    # ``Settings | None`` and the like: the one dataclass among the alternatives.
+    candidates = [annotation, *typing.get_args(annotation)]
+    cls = next((c for c in candidates if dataclasses.is_dataclass(c)), None)
+    if cls is None:
+        return value
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{key: _rebuild(hints.get(key), item) for key, item in value.items() if key in fields})
 
 
 def _generation_config(model: Any, tokenizer: Any):

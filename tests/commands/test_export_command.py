@@ -135,3 +135,23 @@ def test_vllm_loads_the_export_and_decodes_like_the_student(tmp_path, monkeypatc
     finally:
         del llm
     assert [list(o.outputs[0].token_ids) for o in outputs] == want
+
+
+def test_a_checkpoint_written_through_the_python_api_exports(tmp_path):
+    # Built in Python, the module's settings are saved as the dataclasses themselves (the CLI saves dicts and its
+    # instantiator): export used to fail with "'dict' object has no attribute 'name_or_path'".
+    from caopd_pl.models.loading import ModelConfig
+    from caopd_pl.models.lora import LoraSettings
+    from caopd_pl.models.tiny import TinyModelConfig
+    from caopd_pl.readouts import ReadoutConfig
+
+    spec = TinyModelConfig(architecture="qwen3", hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1)
+    module = CaOPDModule(
+        ModelConfig(tiny=spec), readout=ReadoutConfig(report=("greedy",)), lora=LoraSettings(rank=2, alpha=4.0)
+    )
+    assert isinstance(module.hparams["model"], ModelConfig)
+    ckpt = tmp_path / "api.ckpt"
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, ckpt)
+    assert main(["export", "--ckpt_path", str(ckpt), "--out", str(tmp_path / "out")]) == 0
+    exported = AutoModelForCausalLM.from_pretrained(tmp_path / "out")
+    assert exported.config.num_hidden_layers == 1 and not any("lora" in key for key in exported.state_dict())

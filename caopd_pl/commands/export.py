@@ -12,10 +12,13 @@ is given with ``--base`` (the same base model: the weights are replaced anyway);
 A LoRA checkpoint (``model.lora``) holds the base and both adapters; the exported model is the base with the
 student's adapter (``--teacher``: the teacher's) merged in, a plain model without peft layers.
 
-The ``generation_config`` is the base model's, with ``eos_token_id`` set to the ids training stopped rollouts on
-(the tokenizer's EOS, then the checkpoint's EOS ids), so every engine ends a completion where training did. Its
-sampling defaults (a base instruct model's temperature, top-p ...) are kept: they are the deployer's to choose, and
-the calibration was evaluated greedily.
+The ``generation_config`` is the decoding the model was evaluated with: ``eos_token_id`` the ids training stopped
+rollouts on (the tokenizer's EOS, then the checkpoint's EOS ids), so every engine ends a completion where training
+did; greedy (``do_sample: false``) when ``model.eval_temperature`` is 0, the default, else sampling at that
+temperature with no top-k, top-p or penalty; ``max_new_tokens`` ``model.eval_max_new_tokens``. A base instruct
+model's own sampling defaults (temperature 0.6, top-k 20 ...), which training and evaluation ignore, are dropped: a
+plain ``generate()`` of the export answers as the evaluated model did, and its stated confidences are the evaluated
+ones. Deployers who want another decoding set it themselves.
 """
 
 from __future__ import annotations
@@ -88,7 +91,9 @@ def export(
     if dtype is not None:
         model.to(dtype=getattr(torch, dtype))
     out.mkdir(parents=True, exist_ok=True)
-    model.generation_config = _generation_config(model, module.tokenizer)
+    model.generation_config = _generation_config(
+        model, module.tokenizer, module.eval_temperature, module.eval_max_new_tokens
+    )
     model.save_pretrained(out)
     module.tokenizer.save_pretrained(out)
     return out
@@ -198,11 +203,17 @@ def _rebuild(annotation: Any, value: Any) -> Any:
     return cls(**{key: _rebuild(hints.get(key), item) for key, item in value.items() if key in fields})
 
 
-def _generation_config(model: Any, tokenizer: Any):
-    """The model's generation config, stopping on the ids rollouts stopped on."""
+def _generation_config(model: Any, tokenizer: Any, temperature: float, max_new_tokens: int):
+    """The evaluated decoding (see the module docstring): greedy at temperature 0, else plain sampling at it."""
+    from transformers import GenerationConfig
+
     from caopd_pl.rollout.base import stop_token_ids
 
-    config = model.generation_config
-    config.eos_token_id = stop_token_ids(tokenizer, config)
-    config.pad_token_id = tokenizer.pad_token_id
-    return config
+    sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0} if temperature > 0 else {}
+    return GenerationConfig(
+        bos_token_id=model.generation_config.bos_token_id,
+        eos_token_id=stop_token_ids(tokenizer, model.generation_config),
+        pad_token_id=tokenizer.pad_token_id,
+        max_new_tokens=max_new_tokens,
+        **sampling,
+    )

@@ -155,3 +155,26 @@ def test_a_checkpoint_written_through_the_python_api_exports(tmp_path):
     assert main(["export", "--ckpt_path", str(ckpt), "--out", str(tmp_path / "out")]) == 0
     exported = AutoModelForCausalLM.from_pretrained(tmp_path / "out")
     assert exported.config.num_hidden_layers == 1 and not any("lora" in key for key in exported.state_dict())
+
+
+@pytest.mark.slow
+def test_the_export_decodes_as_the_model_was_evaluated_not_with_the_bases_sampling_defaults(tmp_path):
+    # An instruct base ships sampling defaults (Qwen3: temperature 0.6, top-k 20) that training and evaluation
+    # ignore; the export used to keep them, so a plain generate() answered otherwise than the evaluated model.
+    config, base = local_model_config(tmp_path, max_epochs=1, scale=0.3)
+    hostile = GenerationConfig.from_pretrained(base)
+    hostile.update(do_sample=True, temperature=0.6, top_k=20, top_p=0.95, repetition_penalty=1.3)
+    hostile.save_pretrained(base)
+    assert main(["fit", "--config", str(config)]) == 0
+    out = tmp_path / "export"
+    assert main(["export", "--ckpt_path", str(tmp_path / "checkpoints/last.ckpt"), "--out", str(out)]) == 0
+
+    saved = GenerationConfig.from_pretrained(out)
+    assert not saved.do_sample and saved.repetition_penalty in (None, 1.0) and saved.max_new_tokens == 8
+    model, tokenizer = reloaded(out)
+    prompts = [prompt_ids(tokenizer, e.student_messages()) for e in ArithmeticTask(num_test=4).split("test")[:3]]
+    for prompt in prompts:  # generate() with no arguments: what a user of the export gets
+        plain = model.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long))
+        engine = HFEngine(RolloutConfig(num_samples=1, temperature=0.0, max_new_tokens=8), model, tokenizer)
+        (greedy_rollout,) = engine.generate([prompt], seed=0)[0]
+        assert plain[0, len(prompt) :].tolist()[: len(greedy_rollout.token_ids)] == greedy_rollout.token_ids

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from caopd_pl.calibration import EstimatorConfig, estimate_success_rate
-from caopd_pl.confidence import parse_confidence
+from caopd_pl.confidence import parse_confidence, strip_confidence
 from caopd_pl.tasks.base import TaskExample
 from caopd_pl.templates import TeacherConfig, TemplateName, prompt_ids, revised_completion_ids, teacher_messages
 
@@ -152,11 +152,12 @@ def evidence_for(
     """What completion ``index``'s teacher sees; None drops the completion.
 
     ``demo``: the golden demonstration (stating 1.00, as the paper's do). ``correct_solution``: another correct
-    rollout of the group, never the completion itself: a teacher that reads its own target predicts it by copying,
-    and the loss would then teach copying rather than the solution. The choice is the next correct rollout after
-    ``index`` (cyclically), so with two or more correct rollouts each correct completion sees another one and the
-    teachers spread over all of them. A completion with no other correct rollout (none is correct, or it is the only
-    correct one) follows ``teacher.no_correct_rollout``, as a prompt without a correct rollout does: the
+    rollout of the group whose answer (the text before its confidence line) differs from this completion's: a
+    teacher that reads its own target predicts it by copying, and the loss would then teach copying rather than the
+    solution, and two rollouts often say the same thing word for word (short answers, low temperatures), so the
+    choice is by content, not by position. It is the next such rollout after ``index`` (cyclically), so the teachers
+    spread over the group. A completion with no such rollout (none is correct, or every other correct one says the
+    same) follows ``teacher.no_correct_rollout``, as a prompt without a correct rollout does: the
     demonstration (legitimate privileged context, not a copy of the target), or dropped (``skip``), which costs that
     one of the K examples; P_acc still counts it.
 
@@ -164,7 +165,7 @@ def evidence_for(
         ValueError: the demonstration is needed and the example has none.
     """
     if teacher.template == "correct_solution":
-        source = next_correct(correct, index)
+        source = next_correct(correct, index, [strip_confidence(rollout.text) for rollout in group])
         if source is not None:
             stated = parse_confidence(group[source].text)
             return Evidence(group[source].text, stated.value if stated.parsed else 1.0, "correct_solution", source)
@@ -178,7 +179,9 @@ def evidence_for(
     return Evidence(example.demonstration, 1.0, "demo", DEMONSTRATION)
 
 
-def next_correct(correct: Sequence[bool], index: int) -> int | None:
-    """The first correct rollout after ``index``, cyclically, other than ``index`` itself; None when there is none."""
+def next_correct(correct: Sequence[bool], index: int, bodies: Sequence[str] | None = None) -> int | None:
+    """The first correct rollout after ``index``, cyclically, other than ``index`` itself and, given ``bodies`` (each
+    rollout's answer text), saying something else than ``bodies[index]``; None when there is none."""
     count = len(correct)
-    return next((j % count for j in range(index + 1, index + count) if correct[j % count]), None)
+    candidates = (j % count for j in range(index + 1, index + count) if correct[j % count])
+    return next((j for j in candidates if bodies is None or bodies[j] != bodies[index]), None)

@@ -51,7 +51,7 @@ class TeacherConfig:
 
     template: TemplateName = "demo"
     """``demo`` (a golden demonstration, SDFT style) or ``correct_solution`` (another verified-correct rollout of the
-    same group, SDPO style; never the completion itself)."""
+    same group that says something else than the completion, SDPO style; never the completion itself)."""
     note: bool = True
     """With empirical calibration, add the note that states the target confidence."""
     no_correct_rollout: Literal["demo", "skip"] = "demo"

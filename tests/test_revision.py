@@ -151,6 +151,19 @@ def test_evidence_and_next_correct_on_plain_verdicts():
     assert next_correct([True], 0) is None and next_correct([False, False], 1) is None
 
 
+def test_the_teacher_never_reads_a_rollout_that_says_what_its_target_says():
+    # Identical rollouts are common for short answers: chosen by position, the "other" correct rollout was the very
+    # body being distilled (with another confidence line).
+    texts = ["Answer: 7\nConfidence: 0.9", "Answer: 7\nConfidence: 0.4", "Answer: 7", "7 + 0 = 7\nAnswer: 7"]
+    group = [Rollout([], text, True) for text in texts]
+    teacher = TeacherConfig(template="correct_solution", no_correct_rollout="skip")
+    sources = [getattr(evidence_for(EXAMPLE, group, [True] * 4, i, teacher), "source", None) for i in range(4)]
+    assert sources == [3, 3, 3, 0]  # every "Answer: 7" sees the one different rollout; that one sees the next
+    same = [Rollout([], "Answer: 7", True)] * 3
+    assert all(evidence_for(EXAMPLE, same, [True] * 3, i, teacher) is None for i in range(3))  # nothing else: skip
+    assert next_correct([True, True], 0, ["a", "a"]) is None and next_correct([True, True], 0) == 1
+
+
 def test_a_demonstration_needed_and_missing_names_the_key():
     bare = TaskExample(EXAMPLE.messages, reference=3, id="bare")
     with pytest.raises(ValueError, match="teacher.template='demo' needs a demonstration.*'bare'"):

@@ -23,9 +23,10 @@ task config. ``run.json`` records the task, both configs and the seconds each se
 from __future__ import annotations
 
 import argparse
-import json
 
 import miscalibration
+
+from caopd_pl.files import json_object
 
 CONFIG = "configs/real/smollm2_chain_sum.yaml"
 
@@ -88,12 +89,9 @@ def _level_of(levels: list, value) -> int:
 
 def _json_object(text: str, flag: str) -> dict:
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise SystemExit(f"{flag} {text!r}: not JSON ({err})") from None
-    if not isinstance(value, dict):
-        raise SystemExit(f"{flag} {text!r}: give a JSON object of generator settings")
-    return value
+        return json_object(text, f"{flag} {text!r}")
+    except ValueError as err:
+        raise SystemExit(f"{err}; give a JSON object of generator settings") from None
 
 
 def main() -> None:

@@ -52,7 +52,7 @@ def test_an_explicit_ood_config_wins(tmp_path):
 
 
 def test_bad_task_settings_stop_in_one_line():
-    with pytest.raises(SystemExit, match="--task-config '\\[1\\]': give a JSON object"):
+    with pytest.raises(SystemExit, match="--task-config '\\[1\\]': expected a JSON object, got list; give a JSON"):
         _layers("--task", "chain_sum", "--task-config", "[1]")
-    with pytest.raises(SystemExit, match="--ood-config '{': not JSON"):
+    with pytest.raises(SystemExit, match="--ood-config '{': not valid JSON"):
         _layers("--ood-config", "{")

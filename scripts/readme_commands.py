@@ -50,8 +50,10 @@ DECLARED = {
     ),
     ".venv/bin/python -m caopd_pl test --config configs/real/smollm2_chain_sum.yaml "
     "--ckpt_path runs/real/smollm2_chain_sum/checkpoints/last.ckpt": _REAL.format("evaluates that fit's checkpoint"),
-    "OMP_NUM_THREADS=2 .venv/bin/python benchmarks/real_model.py --out runs/real_model --seeds 0 1 2 "
-    "--readout expected --samples 4": _REAL.format("three seeds of base, SDFT and CaOPD, over half an hour each (README)"),
+    "OMP_NUM_THREADS=2 .venv/bin/python benchmarks/real_model.py --out runs/real_model --seeds 0 --readout expected "
+    "--samples 4 --override=--model.loss.divergence=reverse": _REAL.format("about an hour a seed (README)"),
+    "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/confidence_targets.py --model "
+    "runs/real_model/seed_0_fa150119/base": _REAL.format("it reads the benchmark's warm start of seed 0"),
     "OMP_NUM_THREADS=2 .venv/bin/python benchmarks/warm_start_format.py --steps 32 --marks 16 32": _REAL.format(
         "a warm-start probe of several minutes"
     ),

@@ -46,12 +46,14 @@ _NODES = "needs GPUs: 8 on one node, or two such nodes (this machine has one nod
 _REAL = "SmolLM2-135M-Instruct on this CPU: {}; tests/test_real_model.py runs fit and test on it, shrunk to seconds"
 DECLARED = {
     ".venv/bin/python -m caopd_pl fit --config configs/real/smollm2_chain_sum.yaml": _REAL.format(
-        "a 32-step warm start and 5 epochs, about 15 min alone (the benchmark's CaOPD runs, README)"
+        "a 32-step warm start (5-7.5 min) and 5 epochs (10-15 min in the benchmark), not timed as one command"
     ),
     ".venv/bin/python -m caopd_pl test --config configs/real/smollm2_chain_sum.yaml "
     "--ckpt_path runs/real/smollm2_chain_sum/checkpoints/last.ckpt": _REAL.format("evaluates that fit's checkpoint"),
     "OMP_NUM_THREADS=2 .venv/bin/python benchmarks/real_model.py --out runs/real_model --seeds 0 --readout expected "
     "--samples 4 --override=--model.loss.divergence=reverse": _REAL.format("about an hour a seed (README)"),
+    "OMP_NUM_THREADS=2 .venv/bin/python benchmarks/real_model.py --out runs/real_model --seeds 0 --readout expected "
+    "--samples 4 --methods caopd --override=--model.loss.divergence=forward": _REAL.format("about an hour a seed"),
     "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/confidence_targets.py --model "
     "runs/real_model/seed_0_fa150119/base": _REAL.format("it reads the benchmark's warm start of seed 0"),
     "OMP_NUM_THREADS=2 .venv/bin/python benchmarks/warm_start_format.py --steps 32 --marks 16 32": _REAL.format(

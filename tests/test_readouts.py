@@ -332,7 +332,8 @@ def test_expected_readout_runs_in_eval_mode_and_leaves_the_student_in_its_mode(s
     assert module.student.training is training
     assert all(not m.training for m in module.teacher.modules())  # the teacher is never switched
     eval_copy = copy.deepcopy(module.student).eval()
-    assert values == [expected_confidence(eval_copy, module.tokenizer, p, t) for p, t in zip(prompts, texts)]
+    expected = [expected_confidence(eval_copy, module.tokenizer, p, t) for p, t in zip(prompts, texts)]
+    assert values == [value if "Confidence" in text else 0.0 for value, text in zip(expected, texts)]  # unstated: 0
     module.student.eval()
 
 
@@ -432,7 +433,9 @@ def test_test_command_reports_every_readout_with_the_expected_one_primary(tmp_pa
 
     records = [json.loads(line) for line in (metrics_file.parent / "test_predictions.jsonl").read_text().splitlines()]
     assert len(records) == 8 and all(r["readout"] == "expected" for r in records)
-    assert all(r["confidence"] == r["readouts"]["expected"] and 0.0 < r["confidence"] < 1.0 for r in records)
+    assert all(r["confidence"] == r["readouts"]["expected"] for r in records)
+    # A stated confidence reads a value strictly inside (0, 1); an unstated one reads 0, under every readout.
+    assert all(0.0 < r["confidence"] < 1.0 if r["parsed"] else r["confidence"] == 0.0 for r in records)
     assert [r["readouts"]["greedy"] for r in records] == [parse_confidence(r["completion"]).value for r in records]
 
     rows = csv.DictReader((metrics_file.parent / "metrics.csv").open())  # test logs beside its results

@@ -5,9 +5,11 @@ Reference format (HumanEval-compatible), a dict or its JSON string::
     {"prompt": "def add(a, b):\\n", "test": "def check(candidate):\\n    assert candidate(1, 2) == 3\\n",
      "entry_point": "add"}
 
-- ``prompt`` (optional) is prepended to the extracted code (HumanEval completions continue the prompt);
-- ``test`` defines ``check(candidate)`` (called with ``entry_point``) or is plain top-level asserts that name the
-  program's functions directly (MBPP style);
+- ``prompt`` (optional) is prepended to the extracted code (HumanEval completions continue the prompt); what else it
+  defines (helpers such as HumanEval's ``encode_cyclic`` or ``poly``) the test uses in the prompt's own version,
+  whatever the completion redefines;
+- ``test`` defines ``check(candidate)`` (called with ``entry_point``, which it then requires) or is plain top-level
+  asserts that name the program's functions directly (MBPP style); a test that never calls the program fails;
 - ``entry_point`` (optional) names the function under test.
 
 The code is the last fenced block tagged ``python``/``py``, else the last fenced block, else the whole completion
@@ -19,6 +21,7 @@ arguments and results, so programs whose functions take callbacks or return cust
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from collections.abc import Sequence
@@ -49,7 +52,8 @@ def parse_code_reference(reference: Any) -> dict[str, Any]:
     """Validate a code reference (dict or JSON string) into ``{"prompt", "test", "entry_point"}``.
 
     Raises:
-        ValueError: the reference has no ``test`` string or has fields of the wrong type.
+        ValueError: the reference has no ``test`` string, has fields of the wrong type, or has a test that could never
+            run: empty, not Python, or a ``check(candidate)`` with no ``entry_point`` to call it with.
     """
     if isinstance(reference, str):
         reference = json.loads(reference)
@@ -58,7 +62,20 @@ def parse_code_reference(reference: Any) -> dict[str, Any]:
     prompt, entry_point = reference.get("prompt") or "", reference.get("entry_point") or None
     if not isinstance(prompt, str) or not (entry_point is None or isinstance(entry_point, str)):
         raise ValueError("code reference: 'prompt' and 'entry_point' must be strings")
+    _check_test_runs(reference["test"], entry_point)
     return {"prompt": prompt, "test": reference["test"], "entry_point": entry_point}
+
+
+def _check_test_runs(test: str, entry_point: str | None) -> None:
+    # A missing or renamed data column must be refused, never read as a test that passes every program.
+    try:
+        tree = ast.parse(test)
+    except SyntaxError as err:
+        raise ValueError(f"code reference: the test is not valid Python ({err.msg}, line {err.lineno})") from None
+    if not tree.body:
+        raise ValueError("code reference: the test is empty")
+    if entry_point is None and any(isinstance(node, ast.FunctionDef) and node.name == "check" for node in tree.body):
+        raise ValueError("code reference: the test defines check(candidate) but no entry_point names what to pass it")
 
 
 @register("code")
@@ -99,7 +116,7 @@ class CodeVerifier(PooledVerifier):
             return Verdict(False, f"failed: completion of {len(completion):,} characters is over max_chars")
         ref = parse_code_reference(reference)
         program = ref["prompt"] + extract_code(completion) + "\n"
-        job = {"program": program, "test": ref["test"], "entry_point": ref["entry_point"]}
+        job = {"program": program, "prompt": ref["prompt"], "test": ref["test"], "entry_point": ref["entry_point"]}
         run = self.sandbox.run(job, self.timeout)
         return _verdict(run, self.timeout)
 

@@ -1,23 +1,27 @@
 """The program that runs *inside* the code sandbox: it keeps the test harness and the untrusted candidate apart.
 
-Standalone and stdlib-only: the sandbox runs it as ``python -I -S -c <this source> VERDICT_FD``, as the PID namespace's
-init (PID 1: no signal from inside the sandbox can kill it, and when it exits the kernel kills every other process of
-the sandbox). Two processes:
+Standalone and stdlib-only: the sandbox runs it as ``python -I -S -c <this source> VERDICT_FD TMPFS_OPTIONS``
+(``probe`` for VERDICT_FD: set up, then exit; no TMPFS_OPTIONS outside bubblewrap), as the PID namespace's init
+(PID 1: no signal from inside the sandbox can kill it, and when it exits the kernel kills every other process of the
+sandbox). Two processes:
 
-- the **judge** (this process) reads the first frame of its stdin (the program and the resource limits), sets hard
+- the **judge** (this process) first mounts ``/tmp`` and drops every capability (in bubblewrap, see
+  :func:`enter_sandbox`), reads the first frame of its stdin (the program and the resource limits), sets hard
   resource limits, makes itself non-dumpable (so a same-uid process can neither ptrace it nor open ``/proc/1/mem`` or
   ``/proc/1/fd``), then forks
 - the **candidate**, which points its stdin at ``/dev/null`` and closes the verdict descriptor and every judge-side
   descriptor *before* it executes the untrusted program, then serves requests: ``name(*args, **kwargs)`` calls and
   reads of plain-data globals arrive as JSON, results go back as JSON.
 
-Only then does the judge read the second frame, the test and the entry point: the candidate's memory is a copy of the
-judge's from before, so no stack walk, ``gc`` scan or read of its own memory can find the test. The judge runs the
-test with each candidate function replaced by a proxy. Values crossing the boundary are decoded by the judge into
-plain built-in objects (``None``, ``bool``, ``int``, ``float``, ``complex``, ``str``, ``bytes``, ``list``, ``tuple``,
-``dict``, ``set``, ``frozenset``), so an object whose ``__eq__`` always returns True, ``sys.exit(0)`` before the
-tests, or a printed "passed" cannot make the judge write ``PASS``; an exception raised by the candidate reaches the test
-as its built-in type, except ``StopIteration`` (which would silently end the test's ``map`` or generator), raised as
+Only then does the judge read the second frame, the test, the prompt and the entry point: the candidate's memory is a
+copy of the judge's from before, so no stack walk, ``gc`` scan or read of its own memory can find the test. The judge
+runs the test with each candidate function replaced by a proxy, and with what the prompt itself defines (helpers the
+test calls) run here from the prompt, so a completion that redefines them changes only its own copy. A test that
+never calls the program fails. Values crossing the boundary are decoded by the judge into plain built-in objects
+(``None``, ``bool``, ``int``, ``float``, ``complex``, ``str``, ``bytes``, ``list``, ``tuple``, ``dict``, ``set``,
+``frozenset``), so an object whose ``__eq__`` always returns True, ``sys.exit(0)`` before the tests, or a printed
+"passed" cannot make the judge write ``PASS``; an exception raised by the candidate reaches the test as its built-in
+type, except ``StopIteration`` (which would silently end the test's ``map`` or generator), raised as
 ``RuntimeError``. Only the judge holds the verdict descriptor, and the host reads nothing else. Candidates must
 therefore be functions taking and returning plain data (HumanEval / MBPP style).
 """
@@ -136,16 +140,24 @@ def serve_candidate(program, requests, replies):
 
 
 # ---------------------------------------------------------------------------------------------- judge side
+class Channel:
+    """The judge's ends of the two pipes to the candidate, and how many calls the test made through them."""
+
+    def __init__(self, requests, replies):
+        self.requests, self.replies, self.calls = requests, replies, 0
+
+
 class Candidate:
     """A proxy for one function of the candidate program."""
 
-    def __init__(self, name, requests, replies):
-        self.name, self.requests, self.replies = name, requests, replies
+    def __init__(self, name, channel):
+        self.name, self.channel = name, channel
         self.__name__ = name
 
     def __call__(self, *args, **kwargs):
-        send(self.requests, {"call": self.name, "args": encode(list(args)), "kwargs": encode(kwargs)})
-        return answer(receive(self.replies))
+        self.channel.calls += 1
+        send(self.channel.requests, {"call": self.name, "args": encode(list(args)), "kwargs": encode(kwargs)})
+        return answer(receive(self.channel.replies))
 
 
 def answer(reply):
@@ -166,30 +178,72 @@ def test_names(test, entry_point):
     return sorted(name for name in names if not hasattr(builtins, name))
 
 
-def run_judge(job, requests, replies):
+def complete_statements(source):
+    """The longest start of ``source`` that parses, cut where a line begins at column 0: a prompt may end inside the
+    function its completion finishes."""
+    lines = source.splitlines(keepends=True)
+    cuts = [len(lines)] + [i for i in range(len(lines) - 1, 0, -1) if lines[i][:1] not in " \t\r\n#)]}"]
+    for cut in cuts:
+        try:
+            return ast.parse("".join(lines[:cut]))
+        except SyntaxError:
+            continue
+    return ast.parse("")
+
+
+def is_stub(node):
+    """A function whose body is only a docstring, ``pass`` or ``...``: the prompt leaves it for the candidate."""
+    if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        return False
+    return all(
+        isinstance(s, ast.Pass) or (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant)) for s in node.body
+    )
+
+
+def bind_prompt(prompt, entry_point):
+    """The prompt's own definitions, run here in the judge, for the test to use: a helper the test calls (HumanEval's
+    ``encode_cyclic``, ``poly``) is the reference's, whatever the candidate redefined. Stubs and the entry point are
+    left to the candidate."""
+    tree = complete_statements(prompt)
+    scope = {"__name__": "__prompt__", "__builtins__": builtins}
+    exec(compile(tree, "<prompt>", "exec"), scope)
+    stubs = {entry_point} | {node.name for node in tree.body if is_stub(node)}
+    return {name: value for name, value in scope.items() if name[:2] != "__" and name not in stubs}
+
+
+def defines_check(test):
+    return any(isinstance(node, ast.FunctionDef) and node.name == "check" for node in ast.parse(test).body)
+
+
+def run_judge(job, channel):
     """Run the reference test against proxies of the candidate; return ``None`` on success or the failure."""
-    ready = receive(replies)
+    ready = receive(channel.replies)
     if "load_error" in ready:
         return "program failed to load: " + str(ready["load_error"])
+    entry_point = job.get("entry_point")
+    if not entry_point and defines_check(job["test"]):
+        return "the reference's test defines check(candidate) but names no entry_point to call it with"
     scope = {"__name__": "__test__", "__builtins__": builtins}
-    wanted = test_names(job["test"], job.get("entry_point"))  # never a builtin: the test's own len() stays its own
+    scope.update(bind_prompt(job.get("prompt") or "", entry_point))
+    wanted = test_names(job["test"], entry_point)  # never a builtin: the test's own len() stays its own
     for name, is_callable in ready["ready"].items():
-        if name not in wanted:
+        if name not in wanted or name in scope:
             continue
         if is_callable is True:
-            scope[name] = Candidate(name, requests, replies)
+            scope[name] = Candidate(name, channel)
             continue
-        send(requests, {"get": name})
-        reply = receive(replies)
+        send(channel.requests, {"get": name})
+        reply = receive(channel.replies)
         if "ok" in reply:  # a value that cannot cross (a module) stays undefined, as if the program had none
             scope[name] = decode(reply["ok"])
     exec(compile(job["test"], "<test>", "exec"), scope)
-    entry_point = job.get("entry_point")
     if entry_point:
         if entry_point not in scope or not isinstance(scope[entry_point], Candidate):
             return f"entry point {entry_point!r} is not a function of the program"
         if callable(scope.get("check")):
             scope["check"](scope[entry_point])
+    if channel.calls == 0:  # an empty or misread test: a pass would mean nothing
+        return "the test never called the program"
     return None
 
 
@@ -199,12 +253,37 @@ def set_limits(limits):
         resource.setrlimit(getattr(resource, name), (value, value))
 
 
-def make_undumpable():
+def libc_call(name, *args):
+    """Call a C library function through ctypes; raise OSError when it fails."""
     import ctypes
 
-    pr_set_dumpable = 4
-    if ctypes.CDLL(None, use_errno=True).prctl(pr_set_dumpable, 0, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE, 0) failed")
+    if getattr(ctypes.CDLL(None, use_errno=True), name)(*args) != 0:
+        raise OSError(ctypes.get_errno(), f"{name}{args[:2]} failed")
+
+
+def make_undumpable():
+    libc_call("prctl", 4, 0, 0, 0, 0)  # PR_SET_DUMPABLE
+
+
+def enter_sandbox(tmpfs_options):
+    """Mount the private ``/tmp`` (bwrap's own tmpfs caps its size but not its inodes, nor the extended attributes
+    charged to them), then drop every capability, the bounding set included, before any candidate code exists."""
+    import ctypes
+
+    libc_call("mount", b"tmpfs", b"/tmp", b"tmpfs", 2 | 4, tmpfs_options.encode())  # MS_NOSUID | MS_NODEV
+    os.chdir("/tmp")
+    with open("/proc/sys/kernel/cap_last_cap") as handle:
+        last = int(handle.read())
+    for capability in range(last + 1):
+        libc_call("prctl", 24, capability, 0, 0, 0)  # PR_CAPBSET_DROP
+    libc_call("prctl", 47, 4, 0, 0, 0)  # PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL
+    header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this process
+    libc_call("capset", header, (ctypes.c_uint32 * 6)())  # effective, permitted, inheritable: none
+    with open("/proc/self/status") as handle:
+        status = dict(line.split(":\t", 1) for line in handle.read().splitlines() if ":\t" in line)
+    held = {name: status[name].strip() for name in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")}
+    if any(int(value, 16) for value in held.values()):
+        raise OSError(f"capabilities still held after dropping them: {held}")
 
 
 def close_except(keep):
@@ -236,7 +315,7 @@ def read_rest(fd):
 
 
 def start_candidate(verdict_fd, program):
-    """Fork the candidate before the test is read; return its pid and the judge's ends of the two pipes."""
+    """Fork the candidate before the test is read; return its pid and the judge's :class:`Channel` to it."""
     to_candidate_r, to_candidate_w = os.pipe()
     to_judge_r, to_judge_w = os.pipe()
     pid = os.fork()
@@ -252,7 +331,7 @@ def start_candidate(verdict_fd, program):
     os.close(to_candidate_r)
     os.close(to_judge_w)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # as PID 1, reap orphaned daemons so they hold no process slot
-    return pid, os.fdopen(to_candidate_w, "wb"), os.fdopen(to_judge_r, "rb")
+    return pid, Channel(os.fdopen(to_candidate_w, "wb"), os.fdopen(to_judge_r, "rb"))
 
 
 def describe(err):
@@ -264,14 +343,18 @@ def describe(err):
 
 
 def main():
+    if len(sys.argv) > 2:  # in bubblewrap, with the two capabilities it granted for this
+        enter_sandbox(sys.argv[2])
+    if sys.argv[1] == "probe":
+        os._exit(0)
     verdict_fd = int(sys.argv[1])
     head = json.loads(read_exact(0, int(read_exact(0, HEADER_DIGITS))))
     set_limits(head.get("limits", {}))
     make_undumpable()
-    pid, requests, replies = start_candidate(verdict_fd, head.pop("program"))
+    pid, channel = start_candidate(verdict_fd, head.pop("program"))
     try:
         job = json.loads(read_rest(0))
-        failure = run_judge(job, requests, replies)
+        failure = run_judge(job, channel)
     except BaseException as err:  # noqa: BLE001 - any failure of the test is a failed verdict
         failure = describe(err)
         traceback.print_exc(limit=5)

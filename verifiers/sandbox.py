@@ -1,12 +1,15 @@
 """A bubblewrap sandbox for generated Python, with the verdict decided outside it.
 
 Each run starts ``bwrap`` with new user, PID, network, IPC, UTS and cgroup namespaces, a cleared environment, a
-read-only ``/usr`` (plus the interpreter's prefix) and ``/dev``, a private size-capped ``/tmp`` (the only writable
-mount), no ``/etc``, ``/home`` or repository, and a seccomp filter (:func:`seccomp_filter`). The harness
-(:mod:`caopd_pl.verifiers.code_harness`) runs as the namespace's PID 1 (``--as-pid-1``: there is no bwrap init a
-candidate could ptrace), sets hard resource limits (CPU time, address space, file size, processes, open files) and
-runs the untrusted program in a separate process from the test. The host reads the verdict only from a pipe that the
-untrusted process never holds; stdout is captured for the verdict's detail and capped.
+read-only ``/usr`` (plus the interpreter's prefix), a read-only ``/dev`` of five devices (no pseudo-terminals: they
+come from one pool for the whole machine), no ``/etc``, ``/home`` or repository, and a seccomp filter
+(:func:`seccomp_filter`: every socket family but AF_UNIX, new user namespaces, and the kernel objects no rlimit counts).
+The harness (:mod:`caopd_pl.verifiers.code_harness`) runs as the namespace's PID 1 (``--as-pid-1``: there is no bwrap
+init a candidate could ptrace), mounts the private ``/tmp`` (the only writable mount, capped in size and inodes) with
+the two capabilities bwrap leaves it, drops them for good, sets hard resource limits (CPU time, address space, file
+size, processes, open files, locked memory, queued signals) and runs the untrusted program in a separate process from
+the test. The host reads the verdict only from a pipe that the untrusted process never holds; stdout is captured for
+the verdict's detail and capped. The host waits with poll and epoll: any descriptor number works.
 
 Every process a candidate starts is gone when :meth:`Sandbox.run` returns: bwrap reports PID 1's host pid on
 ``--info-fd``; the host holds a pidfd to it and, after the verdict (or at the deadline), SIGKILLs it and waits for it
@@ -65,6 +68,9 @@ class SandboxLimits:
     """Bytes of stdout and stderr read; more kills the sandbox and fails the program."""
     tmp_mb: int = 64
     """Size of the private ``/tmp``, in MiB."""
+    tmp_files: int = 4096
+    """Inodes of the private ``/tmp`` (files, directories, links; tmpfs ``nr_inodes``): about 1 KiB of kernel memory
+    each, which its size does not count."""
 
     def rlimits(self, with_nproc: bool) -> dict[str, int]:
         limits = {
@@ -73,6 +79,10 @@ class SandboxLimits:
             "RLIMIT_FSIZE": self.file_size_mb * _MB,
             "RLIMIT_NOFILE": self.open_files,
             "RLIMIT_CORE": 0,
+            "RLIMIT_MEMLOCK": 0,  # locked pages could not be reclaimed from the host
+            "RLIMIT_SIGPENDING": 64,  # queued signals are kernel memory, charged per user
+            "RLIMIT_RTPRIO": 0,  # no real-time scheduling, whatever the host's own limits allow
+            "RLIMIT_NICE": 0,  # no priority above the host's processes
         }
         if with_nproc:
             limits["RLIMIT_NPROC"] = self.processes
@@ -101,21 +111,75 @@ class SandboxRun:
         return self.verdict == "PASS" and not self.timed_out and not self.output_exceeded
 
 
-# System calls denied inside the sandbox (EPERM), per architecture: (AUDIT_ARCH_*, {name: number}).
-# - ptrace, process_vm_readv/writev, pidfd_getfd: reading or steering another process (the judge is also
-#   non-dumpable; this holds even for processes that are not);
-# - shmget, shmat, msgget, mq_open, memfd_create, memfd_secret: memory that RLIMIT_AS does not count (SysV and POSIX
-#   IPC objects outlive their creator; a memfd's pages are not mapped until it is mmapped);
-# - io_uring_setup: io_uring's operations are not seen by seccomp.
-_DENIED = ("ptrace", "process_vm_readv", "process_vm_writev", "pidfd_getfd", "shmget", "shmat", "msgget", "mq_open")
-_DENIED += ("memfd_create", "memfd_secret", "io_uring_setup")
-_SYSCALLS = {
-    "x86_64": (0xC000003E, dict(zip(_DENIED, (101, 310, 311, 438, 29, 30, 68, 240, 319, 447, 425), strict=True))),
-    "aarch64": (0xC00000B7, dict(zip(_DENIED, (117, 270, 271, 438, 194, 196, 186, 180, 279, 447, 425), strict=True))),
+# System calls denied inside the sandbox (EPERM): name, x86_64 number, aarch64 number ("-": no such call), and why.
+_DENIED_TABLE = """
+ptrace                  101 117  reading or steering another process (the judge is also non-dumpable; this holds
+process_vm_readv        310 270    even for processes that are not)
+process_vm_writev       311 271
+pidfd_getfd             438 438
+shmget                   29 194  memory RLIMIT_AS does not count: SysV and POSIX IPC objects (they outlive their
+shmat                    30 196    creator; semaphore sets are unreclaimable kernel memory), a memfd's pages (not
+msgget                   68 186    mapped until mmapped), the pages a pipe still holds after vmsplice and munmap
+semget                   64 190
+mq_open                 240 180
+memfd_create            319 279
+memfd_secret            447 447
+vmsplice                278  75
+io_setup                206   0  kernel objects outside every rlimit, from machine-wide pools: asynchronous I/O
+io_uring_setup          425 425    contexts (fs.aio-max-nr), io_uring (its operations are not seen by seccomp),
+io_uring_enter          426 426    keys (quotas per user), inotify and fanotify instances (per user), timers,
+io_uring_register       427 427    userfaultfd, perf events, BPF objects, Landlock rulesets
+add_key                 248 217
+request_key             249 218
+keyctl                  250 219
+inotify_init            253   -
+inotify_init1           294  26
+fanotify_init           300 262
+timer_create            222 107
+userfaultfd             323 282
+perf_event_open         298 241
+bpf                     321 280
+landlock_create_ruleset 444 444
+flock                    73  32  unreclaimable kernel memory in any number: file locks (byte-range ones in fcntl
+setxattr                188   5    below), extended attributes
+lsetxattr               189   6
+fsetxattr               190   7
+setxattrat              463 463
+sync                    162  81  work done for the whole machine: writeback of every filesystem, the kernel's log
+syncfs                  306 267
+syslog                  103 116
+"""
+_DENIED = {
+    fields[0]: (int(fields[1]), None if fields[2] == "-" else int(fields[2]))
+    for fields in (line.split() for line in _DENIED_TABLE.strip().splitlines())
 }
+_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}  # AUDIT_ARCH_*
+# Calls allowed or denied by one argument (its low 32 bits, which hold every value checked here). "only": allowed for
+# these values; "deny": denied for these values; "bits": denied when any of these bits is set.
+_AF_UNIX = 1  # the one socket family allowed: its abstract names are per network namespace, its files in /tmp
+_CLONE_NEWUSER, _MAP_HUGETLB = 0x10000000, 0x40000
+# F_SETLK, F_SETLKW, F_OFD_SETLK, F_OFD_SETLKW (a lock per byte range), F_SETLEASE, F_NOTIFY, F_SETPIPE_SZ
+_FCNTL_DENIED = (6, 7, 37, 38, 1024, 1026, 1031)
+_ARGUMENT_RULES = (  # (name, x86_64 number, aarch64 number, argument index, test, values)
+    ("socket", 41, 198, 0, "only", (_AF_UNIX,)),
+    ("socketpair", 53, 199, 0, "only", (_AF_UNIX,)),
+    ("clone", 56, 220, 0, "bits", (_CLONE_NEWUSER,)),  # no user namespace: no capabilities over new ones
+    ("unshare", 272, 97, 0, "bits", (_CLONE_NEWUSER,)),
+    ("mmap", 9, 222, 3, "bits", (_MAP_HUGETLB,)),  # the machine's huge page pool
+    ("fcntl", 72, 25, 1, "deny", _FCNTL_DENIED),
+)
+_CLONE3 = 435  # its flags are behind a pointer seccomp cannot read: ENOSYS, and the C library falls back to clone
 _X32_BIT = 0x40000000  # x86_64's x32 ABI numbers: another way into the same calls
-_LD_ABS, _JEQ, _JGE, _RET = 0x20, 0x15, 0x35, 0x06  # BPF_LD|W|ABS, BPF_JMP|JEQ|K, BPF_JMP|JGE|K, BPF_RET|K
-_ALLOW, _EPERM, _KILL = 0x7FFF0000, 0x00050001, 0x80000000  # SECCOMP_RET_ALLOW, _ERRNO | EPERM, _KILL_PROCESS
+_LD_ABS, _JEQ, _JGE, _JSET, _RET = 0x20, 0x15, 0x35, 0x45, 0x06  # BPF_LD|W|ABS, BPF_JMP|{JEQ,JGE,JSET}|K, BPF_RET|K
+_ALLOW, _KILL = 0x7FFF0000, 0x80000000  # SECCOMP_RET_ALLOW, SECCOMP_RET_KILL_PROCESS
+_EPERM, _ENOSYS = 0x00050001, 0x00050026  # SECCOMP_RET_ERRNO | errno
+_ARG_OFFSET = 16  # seccomp_data: nr, arch, instruction_pointer, then args[6] of 8 bytes (low word first)
+
+
+def denied_syscalls(machine: str) -> dict[str, int]:
+    """The calls the filter denies outright on ``machine``, by name."""
+    column = 0 if machine == "x86_64" else 1
+    return {name: numbers[column] for name, numbers in _DENIED.items() if numbers[column] is not None}
 
 
 @lru_cache(maxsize=1)
@@ -126,16 +190,46 @@ def seccomp_filter() -> bytes:
         RuntimeError: this machine's architecture has no syscall table here.
     """
     machine = platform.machine()
-    if machine not in _SYSCALLS:
+    if machine not in _ARCH:
         raise RuntimeError(f"the code sandbox's seccomp filter knows x86_64 and aarch64, not {machine}")
-    arch, numbers = _SYSCALLS[machine]
-    checks = [(_JGE, _X32_BIT)] if machine == "x86_64" else []
-    checks += [(_JEQ, number) for number in numbers.values()]
-    deny = 5 + len(checks)  # index of the EPERM return: 4 header instructions, the checks, then ALLOW
-    program = [(_LD_ABS, 0, 0, 4), (_JEQ, 1, 0, arch), (_RET, 0, 0, _KILL), (_LD_ABS, 0, 0, 0)]
-    program += [(op, deny - (4 + i) - 1, 0, k) for i, (op, k) in enumerate(checks)]
-    program += [(_RET, 0, 0, _ALLOW), (_RET, 0, 0, _EPERM)]
-    return b"".join(struct.pack("<HBBI", *instruction) for instruction in program)
+    column = 1 if machine == "x86_64" else 2
+    program: list[Any] = [(_LD_ABS, 0, 0, 4), (_JEQ, 0, "kill", _ARCH[machine]), (_LD_ABS, 0, 0, 0)]
+    program += [(_JGE, "deny", 0, _X32_BIT)] if machine == "x86_64" else []
+    program += [(_JEQ, "deny", 0, number) for number in denied_syscalls(machine).values()]
+    program += [(_JEQ, "enosys", 0, _CLONE3)]
+    program += [(_JEQ, rule[0], 0, rule[column]) for rule in _ARGUMENT_RULES]
+    program += [(_RET, 0, 0, _ALLOW)]
+    for name, _, _, index, test, values in _ARGUMENT_RULES:
+        program += [name, (_LD_ABS, 0, 0, _ARG_OFFSET + 8 * index)]
+        if test == "only":
+            program += [(_JEQ, "allow", 0, value) for value in values] + [(_RET, 0, 0, _EPERM)]
+        else:
+            program += [(_JSET if test == "bits" else _JEQ, "deny", 0, value) for value in values]
+            program += [(_RET, 0, 0, _ALLOW)]
+    program += ["allow", (_RET, 0, 0, _ALLOW), "deny", (_RET, 0, 0, _EPERM), "enosys", (_RET, 0, 0, _ENOSYS)]
+    program += ["kill", (_RET, 0, 0, _KILL)]
+    return _assemble(program)
+
+
+def _assemble(program: list[Any]) -> bytes:
+    """Classic BPF from instructions ``(code, jump_true, jump_false, k)`` whose jumps may name a label (a string)."""
+    labels, position = {}, 0
+    for item in program:
+        if isinstance(item, str):
+            labels[item] = position
+        else:
+            position += 1
+    out, position = [], 0
+    for item in program:
+        if isinstance(item, str):
+            continue
+        code, *jumps, k = item
+        jumps = [labels[jump] - position - 1 if isinstance(jump, str) else jump for jump in jumps]
+        if not all(0 <= jump < 256 for jump in jumps):
+            raise AssertionError(f"seccomp filter: a jump out of range at instruction {position}")
+        out.append(struct.pack("<HBBI", code, *jumps, k))
+        position += 1
+    return b"".join(out)
 
 
 class Sandbox:
@@ -159,8 +253,9 @@ class Sandbox:
             bwrap: The bubblewrap executable.
 
         Raises:
-            RuntimeError: ``mode="bwrap"`` and bubblewrap is missing or cannot create namespaces here, or the
-                machine is neither x86_64 nor aarch64 (no seccomp syscall table).
+            RuntimeError: ``mode="bwrap"`` and bubblewrap is missing or cannot create namespaces here (or the
+                harness cannot mount its ``/tmp`` in them), or the machine is neither x86_64 nor aarch64 (no seccomp
+                syscall table).
             ValueError: an unknown ``mode``.
         """
         if mode not in ("bwrap", "unsafe"):
@@ -186,7 +281,7 @@ class Sandbox:
             )
         self.bwrap = found
         seccomp_filter()  # an architecture without a syscall table fails here, not on the first program
-        _probe(tuple(self._command(None, probe=True)), self.drop_to)
+        _probe(tuple(self._command(None)), self.drop_to)
 
     def run(self, job: dict[str, Any], timeout: float) -> SandboxRun:
         """Run the harness on ``job`` (``program``, ``test``, ``entry_point``); never raises for what the code does.
@@ -231,13 +326,14 @@ class Sandbox:
             **kwargs,
         )
 
-    def _command(self, pipes: _Pipes | None, probe: bool = False) -> list[str]:
-        inner = [self.python, "-I", "-S", "-c", "pass" if probe else HARNESS]
-        inner += [] if pipes is None else [str(pipes.verdict_w)]
+    def _command(self, pipes: _Pipes | None) -> list[str]:
+        """The harness's command line; without ``pipes``, the probe (it sets the sandbox up, then exits)."""
+        inner = [self.python, "-I", "-S", "-c", HARNESS, "probe" if pipes is None else str(pipes.verdict_w)]
         if self.mode == "unsafe":
             return inner
         fds = [] if pipes is None else ["--info-fd", str(pipes.info_w), "--seccomp", str(pipes.seccomp_r)]
-        return [self.bwrap, *_bwrap_args(self.python, self.limits.tmp_mb), *fds, *inner]
+        tmpfs = f"size={self.limits.tmp_mb * _MB},nr_inodes={self.limits.tmp_files},mode=1777"
+        return [self.bwrap, *_bwrap_args(self.python), *fds, *inner, tmpfs]
 
 
 def _frames(job: dict[str, Any], limits: dict[str, int]) -> bytes:
@@ -306,17 +402,24 @@ class _Init:
             signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        select.select([self.pidfd], [], [], 30)  # readable once PID 1 exited; it exits after its namespace emptied
+        _readable(self.pidfd, 30)  # readable once PID 1 exited; it exits after its namespace emptied
         os.close(self.pidfd)
         self.pidfd = None
+
+
+def _readable(fd: int, timeout: float) -> bool:
+    """Whether ``fd`` is readable (or at its end) within ``timeout`` seconds. poll(2), not select: select refuses a
+    descriptor numbered 1,024 or more, which a training process holding many files gets."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(max(timeout, 0) * 1000))
 
 
 def _read_child_pid(info_r: int, deadline: float) -> int | None:
     """PID 1's host pid from bwrap's ``--info-fd`` JSON; None when bwrap ended (or the deadline came) first."""
     data = bytearray()
     while time.monotonic() < deadline:
-        ready, _, _ = select.select([info_r], [], [], max(deadline - time.monotonic(), 0))
-        chunk = os.read(info_r, 4096) if ready else b""
+        chunk = os.read(info_r, 4096) if _readable(info_r, deadline - time.monotonic()) else b""
         data.extend(chunk)
         try:
             return int(json.loads(data)["child-pid"])
@@ -338,7 +441,7 @@ def _not_started(proc: subprocess.Popen, cap: int) -> SandboxRun:
     """bwrap ended (or hung) before creating the sandbox: no candidate code ran; bwrap's message is the output."""
     returncode = _kill_group(proc, close=False)
     output = bytearray()
-    while len(output) <= cap and select.select([proc.stdout], [], [], 1)[0]:
+    while len(output) <= cap and _readable(proc.stdout.fileno(), 1):
         chunk = os.read(proc.stdout.fileno(), 65536)
         if not chunk:
             break
@@ -348,10 +451,13 @@ def _not_started(proc: subprocess.Popen, cap: int) -> SandboxRun:
     return SandboxRun(verdict=None, output=text, returncode=returncode, started=False)
 
 
-def _bwrap_args(python: str, tmp_mb: int) -> list[str]:
+def _bwrap_args(python: str) -> list[str]:
     args = ["--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts"]
-    args += ["--unshare-cgroup-try"]
-    args += ["--disable-userns", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+    args += ["--unshare-cgroup-try", "--die-with-parent", "--new-session"]
+    # The harness mounts /tmp itself (bwrap cannot cap a tmpfs's inodes), then drops both capabilities for good before
+    # it reads the program. Not --disable-userns: its nested user namespace would not own the mounts; seccomp denies
+    # new user namespaces instead.
+    args += ["--cap-drop", "ALL", "--cap-add", "CAP_SYS_ADMIN", "--cap-add", "CAP_SETPCAP"]
     args += ["--clearenv", "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", "/tmp"]
     args += ["--setenv", "LANG", "C.UTF-8"]
     args += ["--uid", str(NOBODY), "--gid", str(NOBODY), "--hostname", "sandbox"]
@@ -365,9 +471,14 @@ def _bwrap_args(python: str, tmp_mb: int) -> list[str]:
     prefix = _prefix(python)
     if prefix != "/usr" and not prefix.startswith("/usr/"):
         args += ["--ro-bind", prefix, prefix]
-    args += ["--proc", "/proc", "--dev", "/dev", "--size", str(tmp_mb * _MB), "--tmpfs", "/tmp", "--chdir", "/tmp"]
+    # /dev holds five devices and no devpts: pseudo-terminals come from one pool for the whole machine (kernel.pty.max).
+    args += ["--proc", "/proc", "--tmpfs", "/dev"]
+    for name in ("null", "zero", "full", "random", "urandom"):
+        args += ["--dev-bind", f"/dev/{name}", f"/dev/{name}"]
+    for name, target in (("fd", ""), ("stdin", "/0"), ("stdout", "/1"), ("stderr", "/2")):
+        args += ["--symlink", f"/proc/self/fd{target}", f"/dev/{name}"]
     # The root and /dev are tmpfs sized at half the host's RAM: read-only, so the sized /tmp is the only place to write.
-    args += ["--remount-ro", "/", "--remount-ro", "/dev", "--as-pid-1"]
+    args += ["--dir", "/tmp", "--remount-ro", "/", "--remount-ro", "/dev", "--as-pid-1"]
     return args
 
 
@@ -402,8 +513,8 @@ def _probe(command: tuple[str, ...], drop_to: int | None) -> None:
     if done.returncode != 0:
         raise RuntimeError(
             f"bubblewrap cannot start a sandbox here (exit {done.returncode}): {done.stderr.strip()[:500]}. "
-            "Unprivileged user namespaces may be disabled (sysctl kernel.unprivileged_userns_clone, "
-            "user.max_user_namespaces, or AppArmor's restrict_unprivileged_userns)."
+            "Unprivileged user namespaces, or capabilities inside them, may be disabled (sysctl "
+            "kernel.unprivileged_userns_clone, user.max_user_namespaces, or AppArmor's restrict_unprivileged_userns)."
         )
 
 

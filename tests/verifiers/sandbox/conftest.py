@@ -5,6 +5,9 @@ it forks). ``judge`` snapshots the host before the run and, the moment the verdi
 from the host: no process bearing the marker is alive in the host's process table, no SysV shared memory segment or
 ``/dev/shm`` file of the sandbox user appeared, and the host's shared memory (``Shmem`` in ``/proc/meminfo``) is back
 within noise of its baseline. Tests then assert the verdict itself.
+
+``holding`` serves attacks that must be observed while they hold something: the program renames itself once it
+holds what it could get and sleeps, and a host thread reads the host (and the candidate's ``/proc`` entries) then.
 """
 
 from __future__ import annotations
@@ -12,9 +15,12 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -123,3 +129,58 @@ def judge(verifier: CodeVerifier, marker: str) -> Judge:
         return verdict
 
     return run
+
+
+class HostWatch:
+    """Reads the host while the candidate holds its resources: a thread waits for a process named ``held`` (the
+    candidate renames itself after its attempts, see :class:`Holding`) and then calls ``read(pids)`` once."""
+
+    def __init__(self, held: str, read: Callable[[list[int]], Any], timeout: float) -> None:
+        self.held, self.read, self.timeout = held, read, timeout
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.pids: list[int] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline and not self.pids and not self.stop.is_set():
+            self.pids = processes_named(self.held)
+            time.sleep(0.005)
+        try:
+            self.result = self.read(self.pids) if self.pids else None
+        except Exception as err:  # noqa: BLE001 - raised again in the test's thread
+            self.error = err
+
+    def done(self) -> Any:
+        """The reading, once the verdict is back; fails the test when the candidate was never seen holding."""
+        self.stop.set()
+        self.thread.join(self.timeout)
+        assert self.pids, f"the candidate never reached its holding point ({self.held})"
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+class Holding:
+    """A candidate that keeps what it got: ``lines`` renames it ``held`` and sleeps; ``watch`` reads the host then."""
+
+    def __init__(self, marker: str) -> None:
+        self.held = "hld" + marker[3:]  # 15 characters, like the marker
+
+    def lines(self, seconds: float) -> str:
+        rename = f"_c.CDLL(None).prctl(15, _c.c_char_p({self.held!r}.encode()), 0, 0, 0)\n"
+        return rename + f"__import__('time').sleep({seconds})\n"
+
+    def watch(self, read: Callable[[list[int]], Any], timeout: float = SLOW_TIMEOUT) -> HostWatch:
+        return HostWatch(self.held, read, timeout)
+
+    def alive(self) -> list[int]:
+        return processes_named(self.held)
+
+
+@pytest.fixture
+def holding(marker: str) -> Holding:
+    return Holding(marker)

@@ -81,7 +81,7 @@ class Divergence:
         raise NotImplementedError(f"{type(self).__qualname__} must implement per_token(log_p, log_q)")
 
     def closed_form(self, log_p: torch.Tensor, log_q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Optional: the summed divergence of a chunk and its gradient with respect to the student's logits.
+        """Optional: the divergence of each row of a chunk and its gradient with respect to the student's logits.
 
         With p = softmax(z), dL/dz = p * (g - <p, g>) per row, where g = dL/dp. The inputs may be consumed (reused
         in place), which keeps a chunk to a few (c, V) buffers.
@@ -91,7 +91,8 @@ class Divergence:
             log_q: (c, V) the teacher's log-probabilities.
 
         Returns:
-            (scalar sum of :meth:`per_token` over the rows, (c, V) gradient of that sum with respect to the logits).
+            ((c,) :meth:`per_token` of the rows, (c, V) gradient of their sum with respect to the logits: row i's
+            gradient is that of row i's value, the rows being independent).
         """
         raise NotImplementedError  # not overridden: has_closed_form() is False and autograd is used instead
 
@@ -142,7 +143,7 @@ class ReverseKL(Divergence):
         diff = log_q.neg_().add_(log_p)  # (c, V), log p - log q, in log_q's buffer
         p = log_p.exp_()  # (c, V), in log_p's buffer
         per_row = _weighted_rows(p, diff)  # (c, 1); diff's buffer now holds p (log p - log q)
-        return per_row.sum(), diff.addcmul_(p, per_row, value=-1)  # p (log p - log q - KL)
+        return per_row.view(-1), diff.addcmul_(p, per_row, value=-1)  # p (log p - log q - KL)
 
 
 class ForwardKL(Divergence):
@@ -155,8 +156,8 @@ class ForwardKL(Divergence):
 
     def closed_form(self, log_p: torch.Tensor, log_q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         q = log_q.exp()  # (c, V)
-        loss = _weighted_rows(q, log_q.sub_(log_p)).sum()  # log_q's buffer now holds q (log q - log p)
-        return loss, log_p.exp_().sub_(q)  # (c, V), p - q, in log_p's buffer
+        per_row = _weighted_rows(q, log_q.sub_(log_p))  # (c, 1); log_q's buffer now holds q (log q - log p)
+        return per_row.view(-1), log_p.exp_().sub_(q)  # (c, V), p - q, in log_p's buffer
 
 
 class JSD(Divergence):
@@ -203,8 +204,8 @@ class JSD(Divergence):
         del q, log_m_over_q
         p = log_p.exp_()  # (c, V), in log_p's buffer
         kl_p = _weighted_rows(p, diff)  # (c, 1); diff's buffer now holds p (log p - log m)
-        loss = beta * kl_q.sum() + (1 - beta) * kl_p.sum()
-        return loss, diff.addcmul_(p, kl_p, value=-1).mul_(1 - beta)
+        per_row = (beta * kl_q + (1 - beta) * kl_p).view(-1)  # (c,)
+        return per_row, diff.addcmul_(p, kl_p, value=-1).mul_(1 - beta)
 
 
 @dataclass(frozen=True)
@@ -216,6 +217,10 @@ class LossConfig:
     any other defined ``caopd_pl.losses.Divergence`` subclass."""
     beta: float = 0.5
     """Teacher weight of the ``jsd`` mixture, in (0, 1)."""
+    average: str = "token"
+    """``token``: the mean over every counted completion token of the micro-batch; ``sequence``: the mean within each
+    completion, then over completions (the reference's; the paper configs'), so a short completion and its confidence
+    tokens weigh as much as a long one."""
     skip_first_tokens: int = 3
     """Completion tokens at the start of each completion left out of the loss (the reference skips 3)."""
     chunk_size: int = 64
@@ -231,6 +236,8 @@ class LossConfig:
 
     def __post_init__(self) -> None:
         make_divergence(self.divergence, beta=self.beta)  # a name that is not registered, or a bad beta for jsd
+        if self.average not in AVERAGES:
+            raise ValueError(f"model.loss.average must be one of {list(AVERAGES)}, got {self.average!r}")
         if self.skip_first_tokens < 0 or self.chunk_size < 1:
             raise ValueError(f"model.loss.skip_first_tokens must be >= 0 and model.loss.chunk_size >= 1, got {self}")
         if not self.temperature > 0:
@@ -269,29 +276,33 @@ def _at_least_float32(tensor: torch.Tensor) -> torch.Tensor:
 def logit_grad_by_autograd(
     divergence: Divergence, logits: torch.Tensor, teacher_logits: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed :meth:`Divergence.per_token` of a chunk and its gradient with respect to the student's logits, (c, V).
+    """:meth:`Divergence.per_token` of a chunk's rows, (c,), and the gradient of their sum w.r.t. the logits, (c, V).
 
     The fallback for a divergence without :meth:`Divergence.closed_form`: its graph lives for one chunk only.
     """
     with torch.enable_grad():  # the chunk loop runs inside an autograd.Function's forward, where grad is off
         logits = logits.detach().requires_grad_()  # (c, V)
         log_q = F.log_softmax(teacher_logits.detach(), dim=-1)  # (c, V)
-        loss = divergence.per_token(F.log_softmax(logits, dim=-1), log_q).sum()
-        (grad,) = torch.autograd.grad(loss, logits)
-    return loss.detach(), grad
+        per_row = divergence.per_token(F.log_softmax(logits, dim=-1), log_q)  # (c,)
+        (grad,) = torch.autograd.grad(per_row.sum(), logits)
+    return per_row.detach(), grad
 
 
 def _loss_and_logit_grad(
-    divergence: Divergence, logits: torch.Tensor, teacher_logits: torch.Tensor
+    divergence: Divergence, logits: torch.Tensor, teacher_logits: torch.Tensor, row_weights: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed divergence of a chunk and its gradient with respect to the student's logits, (c, V); consumes both."""
-    if not divergence.has_closed_form():
-        return logit_grad_by_autograd(divergence, logits, teacher_logits)
-    log_p = F.log_softmax(logits, dim=-1)  # (c, V)
-    del logits
-    log_q = F.log_softmax(teacher_logits, dim=-1)  # (c, V)
-    del teacher_logits
-    return divergence.closed_form(log_p, log_q)
+    """A chunk's (weighted) summed divergence and its gradient w.r.t. the student's logits, (c, V); consumes both."""
+    if divergence.has_closed_form():
+        log_p = F.log_softmax(logits, dim=-1)  # (c, V)
+        del logits
+        log_q = F.log_softmax(teacher_logits, dim=-1)  # (c, V)
+        del teacher_logits
+        per_row, grad = divergence.closed_form(log_p, log_q)
+    else:
+        per_row, grad = logit_grad_by_autograd(divergence, logits, teacher_logits)
+    if row_weights is None:
+        return per_row.sum(), grad
+    return per_row @ row_weights, grad.mul_(row_weights.unsqueeze(1))
 
 
 def _compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
@@ -336,6 +347,7 @@ def _chunked_loss_and_grads(
     divergence: Divergence,
     chunk_size: int,
     temperature: float,
+    row_weights: torch.Tensor | None,
     weight_grad: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Summed divergence, dL/dhidden (N, H) and dL/dweight (V, H), all in the compute dtype.
@@ -357,7 +369,8 @@ def _chunked_loss_and_grads(
         # logits / T = (h / T) @ W.T: scaling the (c, H) chunk is cheaper than scaling the (c, V) logits
         h = hidden[rows].to(compute) / temperature  # (c, H)
         teacher_logits = _project(teacher_hidden[rows].to(compute) / temperature, teacher_weight)  # (c, V)
-        loss, grad_logits = _loss_and_logit_grad(divergence, _project(h, weight), teacher_logits)  # dL/d(z / T)
+        weights = None if row_weights is None else row_weights[rows].to(compute)  # (c,)
+        loss, grad_logits = _loss_and_logit_grad(divergence, _project(h, weight), teacher_logits, weights)  # dL/d(z/T)
         total += loss
         grad_hidden[rows] = _back_project(grad_logits, weight).div_(temperature)  # (c, H)
         if grad_weight is not None:
@@ -369,12 +382,12 @@ class _ChunkedDivergence(torch.autograd.Function):
     """Sum over rows of ``token_divergence``; gradients for the student's hidden states and weight only."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, teacher_hidden, teacher_weight, divergence, chunk_size, temperature):
+    def forward(ctx, hidden, weight, teacher_hidden, teacher_weight, divergence, chunk_size, temperature, row_weights):
         # Autocast would run the projections in half precision: the loss picks its own precision (module docstring).
         inputs = hidden, weight, teacher_hidden, teacher_weight
         with torch.autocast(hidden.device.type, enabled=False):
             total, grad_hidden, grad_weight = _chunked_loss_and_grads(
-                *inputs, divergence, chunk_size, temperature, weight_grad=ctx.needs_input_grad[1]
+                *inputs, divergence, chunk_size, temperature, row_weights, weight_grad=ctx.needs_input_grad[1]
             )
         ctx.save_for_backward(grad_hidden, grad_weight if grad_weight is not None else torch.empty(0))
         ctx.has_weight_grad = grad_weight is not None
@@ -388,7 +401,7 @@ class _ChunkedDivergence(torch.autograd.Function):
         # In place, in the compute dtype, then one cast to each input's dtype: rounded once.
         grad_hidden = grad_hidden.mul_(grad_output).to(hidden_dtype)
         grad_weight = grad_weight.mul_(grad_output).to(weight_dtype) if ctx.has_weight_grad else None
-        return grad_hidden, grad_weight, None, None, None, None, None
+        return grad_hidden, grad_weight, None, None, None, None, None, None
 
 
 def chunked_divergence(
@@ -400,6 +413,7 @@ def chunked_divergence(
     beta: float = 0.5,
     chunk_size: int = 64,
     temperature: float = 1.0,
+    row_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Summed token divergence over N rows without materialising (N, V) logits.
 
@@ -413,25 +427,40 @@ def chunked_divergence(
         chunk_size: rows per chunk; peak extra memory is a few (chunk_size, V) float32 buffers, a float32 block of a
             half-precision weight, and the float32 (V, H) gradient of ``weight``.
         temperature: both models' logits are divided by it before the softmax; the gradient flows through it.
+        row_weights: (N,) optional weight of each row's divergence in the sum (no gradient flows to it).
 
     Returns:
-        A float32 scalar (float64 for float64 inputs): the sum over rows. Divide by the number of counted tokens for
-        the mean.
+        A float32 scalar (float64 for float64 inputs): the (weighted) sum over rows. Divide by the number of counted
+        tokens for the mean.
 
     Raises:
         ValueError: on an unknown divergence, beta outside (0, 1) for ``jsd``, chunk_size < 1, temperature <= 0, or
-            student and teacher rows of different shapes.
+            student and teacher rows of different shapes, or ``row_weights`` not of shape (N,).
     """
     divergence = make_divergence(kind, beta=beta)
     if hidden.shape != teacher_hidden.shape:
         raise ValueError(f"student rows {tuple(hidden.shape)} and teacher rows {tuple(teacher_hidden.shape)} differ")
     if chunk_size < 1:
         raise ValueError(f"loss.chunk_size must be >= 1, got {chunk_size}")
+    if row_weights is not None and row_weights.shape != hidden.shape[:1]:
+        raise ValueError(f"row_weights of shape {tuple(row_weights.shape)} for {hidden.shape[0]} rows")
     if not temperature > 0:
         raise ValueError(f"loss.temperature must be > 0 (it divides both models' logits), got {temperature}")
     return _ChunkedDivergence.apply(
-        hidden, weight, teacher_hidden.detach(), teacher_weight.detach(), divergence, chunk_size, temperature
+        hidden,
+        weight,
+        teacher_hidden.detach(),
+        teacher_weight.detach(),
+        divergence,
+        chunk_size,
+        temperature,
+        None if row_weights is None else row_weights.detach(),
     )
+
+
+AVERAGES = ("token", "sequence")
+"""How :func:`masked_mean_divergence` averages: over every counted token of the micro-batch, or within each sequence
+and then over sequences (the reference's)."""
 
 
 def masked_mean_divergence(
@@ -445,6 +474,7 @@ def masked_mean_divergence(
     beta: float = 0.5,
     chunk_size: int = 64,
     temperature: float = 1.0,
+    average: str = "token",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean token divergence over the masked positions of a padded batch.
 
@@ -459,14 +489,26 @@ def masked_mean_divergence(
         student_mask: (B, Ts) bool, positions whose next token is a counted completion token.
         teacher_mask: (B, Tt) bool, the teacher's positions for the same tokens.
         kind, beta, chunk_size, temperature: see :func:`chunked_divergence`.
+        average: ``token``: the mean over all counted tokens, each token weighing alike (a long completion weighs
+            more); ``sequence``: each sequence's mean over its counted tokens, then the mean over the sequences that
+            count any (each completion weighs alike, its confidence tokens included; the reference's averaging).
 
     Returns:
         (mean divergence, number of counted tokens). The mean is 0 when nothing is counted.
     """
+    if average not in AVERAGES:
+        raise ValueError(f"model.loss.average must be one of {list(AVERAGES)}, got {average!r}")
     rows = hidden[student_mask]  # (N, H)
     teacher_rows = teacher_hidden[teacher_mask]  # (N, H)
     count = student_mask.sum()
     if int(teacher_mask.sum()) != int(count):
         raise ValueError(f"student counts {int(count)} completion tokens but teacher {int(teacher_mask.sum())}")
-    total = chunked_divergence(rows, weight, teacher_rows, teacher_weight, kind, beta, chunk_size, temperature)
-    return total / count.clamp_min(1), count
+    if average == "token":
+        total = chunked_divergence(rows, weight, teacher_rows, teacher_weight, kind, beta, chunk_size, temperature)
+        return total / count.clamp_min(1), count
+    per_sequence = student_mask.sum(-1)  # (B,)
+    row_weights = 1.0 / per_sequence.repeat_interleave(per_sequence).to(torch.float32)  # (N,), each row's 1 / length
+    total = chunked_divergence(
+        rows, weight, teacher_rows, teacher_weight, kind, beta, chunk_size, temperature, row_weights
+    )
+    return total / (per_sequence > 0).sum().clamp_min(1), count

@@ -230,6 +230,7 @@ class CaOPDModule(L.LightningModule):
             beta=self.loss_config.beta,
             chunk_size=self.loss_config.chunk_size,
             temperature=self.loss_config.temperature,
+            average=self.loss_config.average,
         )
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:

@@ -54,6 +54,11 @@ DECLARED = {
     "--samples 4 --override=--model.loss.divergence=reverse": _REAL.format("about an hour a seed (README)"),
     "OMP_NUM_THREADS=2 .venv/bin/python benchmarks/real_model.py --out runs/real_model --seeds 0 --readout expected "
     "--samples 4 --methods caopd --override=--model.loss.divergence=forward": _REAL.format("about an hour a seed"),
+    **{
+        "OMP_NUM_THREADS=2 .venv/bin/python benchmarks/real_model.py --out runs/real_model --seeds "
+        f"{seed} --readout expected --samples 4": _REAL.format("a held-out seed, about an hour (README)")
+        for seed in (1, 2)
+    },
     "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/confidence_targets.py --model "
     "runs/real_model/seed_0_fa150119/base": _REAL.format("it reads the benchmark's warm start of seed 0"),
     "OMP_NUM_THREADS=2 .venv/bin/python benchmarks/warm_start_format.py --steps 32 --marks 16 32": _REAL.format(

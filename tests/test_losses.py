@@ -118,6 +118,48 @@ def test_masked_mean_ignores_padding_and_averages_counted_tokens():
     assert hidden.grad[~mask].abs().sum() == 0  # padding positions get no gradient
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_sequence_average_is_the_mean_of_per_sequence_means(kind, gradient_path):
+    # Issue 21, item 5: the reference averages within each completion, then over completions; a sequence that counts
+    # nothing (here the middle one) is not a completion of the mean.
+    b, t, h, v = 3, 7, 8, 11
+    hidden = torch.randn(b, t, h, dtype=torch.float64, requires_grad=True)
+    teacher_hidden = torch.randn(b, t + 2, h, dtype=torch.float64)
+    weight = torch.randn(v, h, dtype=torch.float64, requires_grad=True)
+    teacher_weight = torch.randn(v, h, dtype=torch.float64)
+    mask = torch.zeros(b, t, dtype=torch.bool)
+    mask[0, 1:3] = mask[2, 1:7] = True  # 2 tokens, nothing, 6 tokens
+    teacher_mask = torch.zeros(b, t + 2, dtype=torch.bool)
+    teacher_mask[0, 3:5] = teacher_mask[2, 3:9] = True
+    mean, count = masked_mean_divergence(
+        hidden, weight, teacher_hidden, teacher_weight, mask, teacher_mask, kind, 0.3, chunk_size=3, average="sequence"
+    )
+    per_sequence = [
+        reference_divergence(hidden[i][mask[i]] @ weight.T, teacher_hidden[i][teacher_mask[i]] @ teacher_weight.T, kind, 0.3)
+        for i in (0, 2)
+    ]
+    want = (per_sequence[0].mean() + per_sequence[1].mean()) / 2
+    token_mean, _ = masked_mean_divergence(hidden, weight, teacher_hidden, teacher_weight, mask, teacher_mask, kind, 0.3)
+    assert count.item() == 8
+    torch.testing.assert_close(mean, want)
+    assert not torch.allclose(token_mean, want)  # the two averages differ when lengths do
+    got = torch.autograd.grad(mean, [hidden, weight])
+    expected = torch.autograd.grad(want, [hidden, weight])
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e)
+
+
+def test_loss_average_must_be_named():
+    with pytest.raises(ValueError, match="model.loss.average must be one of"):
+        LossConfig(average="sentence")
+    hidden, weight, teacher_hidden, teacher_weight = _inputs()
+    mask = torch.ones(1, hidden.shape[0], dtype=torch.bool)
+    with pytest.raises(ValueError, match="model.loss.average"):
+        masked_mean_divergence(
+            hidden[None], weight, teacher_hidden[None], teacher_weight, mask, mask, average="batch"
+        )
+
+
 def test_nothing_counted_gives_zero_loss_and_zero_gradient():
     hidden, weight = torch.randn(2, 5, 4, requires_grad=True), torch.randn(9, 4, requires_grad=True)
     empty = torch.zeros(2, 5, dtype=torch.bool)
@@ -289,7 +331,7 @@ def test_loss_is_as_exact_as_float32_allows_at_the_qwen_vocabulary(kind, scale):
     def closed_form(z, zt):
         with torch.no_grad():
             loss, grad = divergence.closed_form(z.log_softmax(-1), zt.log_softmax(-1))
-        return loss.double(), grad.double()
+        return loss.sum().double(), grad.double()
 
     ours = closed_form(logits, teacher)
     (naive, naive_grad), (exact, exact_grad) = _float32_and_float64(

@@ -364,6 +364,11 @@ def check_fit_data(task: Task, teacher: TeacherConfig) -> None:
             f"data.teacher.template='demo' needs a demonstration in every train row, but {where}; {add}, or set "
             "data.teacher.template: correct_solution and data.teacher.no_correct_rollout: skip"
         )
+    if missing and teacher.template == "correct_solution" and teacher.evidence == "demonstration":
+        raise UsageError(
+            f"data.teacher.evidence='demonstration' shows the demonstration under 'Correct solution:', but {where}; "
+            f"{add}, or set data.teacher.evidence: rollout and data.teacher.no_correct_rollout: skip"
+        )
     if missing and teacher.no_correct_rollout == "demo":
         raise UsageError(
             f"data.teacher.no_correct_rollout='demo' falls back to the demonstration, but {where}; set "

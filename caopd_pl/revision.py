@@ -13,8 +13,9 @@ The result is one :class:`DistillExample` per completion that has evidence. Ever
 plain data (texts, token ids, booleans) and the tokenizer: no torch, no Lightning, no engine, so it is tested with
 hand-written rollouts (``tests/test_revision.py``) and importable where torch is not.
 
-Departure from the reference code: with ``correct_solution`` each completion's teacher sees a *different* correct
-rollout of its group, never the completion itself (see :func:`evidence_for`).
+``correct_solution`` shows, by default, another correct rollout of the group, never the completion itself (see
+:func:`evidence_for`), as the paper describes it; the reference code's mode of that name shows the golden
+demonstration under the same header (``data.teacher.evidence: demonstration``).
 """
 
 from __future__ import annotations
@@ -151,7 +152,8 @@ def evidence_for(
 ) -> Evidence | None:
     """What completion ``index``'s teacher sees; None drops the completion.
 
-    ``demo``: the golden demonstration (stating 1.00, as the paper's do). ``correct_solution``: another correct
+    ``demo``, and ``correct_solution`` with ``evidence: demonstration`` (the reference code's mode): the golden
+    demonstration (stating 1.00, as the paper's do). ``correct_solution`` with ``evidence: rollout``: another correct
     rollout of the group whose answer (the text before its confidence line) differs from this completion's: a
     teacher that reads its own target predicts it by copying, and the loss would then teach copying rather than the
     solution, and two rollouts often say the same thing word for word (short answers, low temperatures), so the
@@ -164,6 +166,12 @@ def evidence_for(
     Raises:
         ValueError: the demonstration is needed and the example has none.
     """
+    if teacher.template == "correct_solution" and teacher.evidence == "demonstration":
+        if example.demonstration is None:
+            raise ValueError(
+                f"data.teacher.evidence='demonstration' needs a demonstration, but task example {example.id!r} has none"
+            )
+        return Evidence(example.demonstration, 1.0, "correct_solution", DEMONSTRATION)
     if teacher.template == "correct_solution":
         source = next_correct(correct, index, [strip_confidence(rollout.text) for rollout in group])
         if source is not None:

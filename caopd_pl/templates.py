@@ -7,10 +7,12 @@ system message; we do not.
 
   * ``demo``: ``{question}\\n\\nThis is an example for a response to the question:\\n{demonstration}\\nConfidence: {c}
     \\n\\n[note\\n\\n]Now answer with a response of your own, including the thinking process.``
-  * ``correct_solution``: the same shape with ``Correct solution:`` and one of the student's own verified-correct
-    rollouts, closing with ``Correctly solve the original question.`` The rollout is never the completion being
-    distilled (the teacher would then read its target), so teacher prompts differ per completion
-    (:func:`caopd_pl.revision.evidence_for` chooses them).
+  * ``correct_solution``: the same shape with ``Correct solution:``, closing with ``Correctly solve the original
+    question.`` Under the header, by ``evidence``: one of the student's own verified-correct rollouts (``rollout``,
+    the default, as the paper describes it, appendix C.3), never the completion being distilled (the teacher would
+    then read its target), so teacher prompts differ per completion (:func:`caopd_pl.revision.evidence_for` chooses
+    them); or the golden demonstration (``demonstration``: what the reference code's ``correct_solution`` mode
+    shows, its teacher prompts being built when the data is loaded).
 
 With ``calibration: empirical`` the confidence c is the estimated P_acc and the note "Note: The empirical confidence
 for this question is {c}. Output this exact value in the 'Confidence:' field." is inserted before the closing line.
@@ -50,14 +52,22 @@ class TeacherConfig:
     """How the teacher's privileged prompt is built."""
 
     template: TemplateName = "demo"
-    """``demo`` (a golden demonstration, SDFT style) or ``correct_solution`` (another verified-correct rollout of the
-    same group that says something else than the completion, SDPO style; never the completion itself)."""
+    """``demo`` (a golden demonstration, SDFT style) or ``correct_solution`` (under a "Correct solution:" header, SDPO
+    style; what it shows is ``evidence``)."""
+    evidence: Literal["rollout", "demonstration"] = "rollout"
+    """With ``correct_solution``: ``rollout``, another verified-correct rollout of the same group that says something
+    else than the completion (never the completion itself; the paper's description), or ``demonstration``, the golden
+    demonstration (the reference code's ``correct_solution`` mode)."""
     note: bool = True
     """With empirical calibration, add the note that states the target confidence."""
     no_correct_rollout: Literal["demo", "skip"] = "demo"
     """``correct_solution`` when a completion has no *other* correct rollout to show: use the demonstration, or skip
     (the whole prompt when none of its rollouts is correct; only that completion when it is the group's one correct
     rollout)."""
+
+    def __post_init__(self) -> None:
+        if self.evidence not in ("rollout", "demonstration"):
+            raise ValueError(f"data.teacher.evidence must be 'rollout' or 'demonstration', got {self.evidence!r}")
 
 
 def teacher_messages(

@@ -86,6 +86,9 @@ def test_train_rows_without_demonstrations_fail_the_checks_that_need_them():
     with pytest.raises(UsageError, match="data.teacher.template='demo' needs a demonstration"):
         check_fit_data(task, TeacherConfig())
     check_fit_data(task, TeacherConfig(template="correct_solution", no_correct_rollout="skip"))  # needs none
+    reference_mode = TeacherConfig(template="correct_solution", evidence="demonstration", no_correct_rollout="skip")
+    with pytest.raises(UsageError, match="data.teacher.evidence='demonstration' shows the demonstration"):
+        check_fit_data(task, reference_mode)
     with pytest.raises(UsageError, match="model.warm_start trains on demonstrations, but 4 of 4 train rows"):
         check_warm_start_data(task)
 

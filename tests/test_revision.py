@@ -168,3 +168,25 @@ def test_a_demonstration_needed_and_missing_names_the_key():
     bare = TaskExample(EXAMPLE.messages, reference=3, id="bare")
     with pytest.raises(ValueError, match="teacher.template='demo' needs a demonstration.*'bare'"):
         evidence_for(bare, [Rollout([], "Answer: 0", True)], [False], 0, TeacherConfig())
+
+
+@pytest.mark.parametrize("calibration", ["empirical", "none"])
+def test_correct_solution_with_the_demonstration_is_the_reference_codes_mode(tokenizer, calibration):
+    # Issue 21, item 6: the reference's correct_solution mode shows the golden demonstration under "Correct
+    # solution:" (its teacher prompt is built when the data is loaded), whatever the rollouts say.
+    teacher = TeacherConfig(template="correct_solution", evidence="demonstration")
+    examples = revise(tokenizer, GROUP, GROUP_CORRECT, calibration=calibration, teacher=teacher)
+    assert len(examples) == len(GROUP)  # every completion has the demonstration to be shown
+    prompts = {tokenizer.decode(example.teacher_prompt) for example in examples}
+    assert len(prompts) == 1  # one teacher prompt per question, as the reference builds it
+    (prompt,) = prompts
+    assert "Correct solution:\n2+1=3\nAnswer: 3\nConfidence: " in prompt
+    assert "Correctly solve the original question." in prompt
+    assert "This is an example for a response" not in prompt
+    evidence = evidence_for(EXAMPLE, rollouts(tokenizer, GROUP), GROUP_CORRECT, 0, teacher)
+    assert (evidence.source, evidence.template, evidence.stated) == (DEMONSTRATION, "correct_solution", 1.0)
+    bare = TaskExample(EXAMPLE.messages, reference=3, id="bare")
+    with pytest.raises(ValueError, match="data.teacher.evidence='demonstration' needs a demonstration.*'bare'"):
+        evidence_for(bare, rollouts(tokenizer, GROUP), GROUP_CORRECT, 0, teacher)
+    with pytest.raises(ValueError, match="data.teacher.evidence must be"):
+        TeacherConfig(template="correct_solution", evidence="golden")

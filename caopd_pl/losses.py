@@ -184,8 +184,11 @@ class JSD(Divergence):
         V = 151,936) would swamp a divergence whose terms are that small (measured: the loss's error against float64
         fell from 1e-5 to 5e-8). ``inplace``: into ``diff``'s buffer (no autograd).
         """
-        shifted = diff.add_(math.log1p(-self.beta)) if inplace else diff + math.log1p(-self.beta)
-        return torch.logaddexp(shifted, shifted.new_tensor(math.log(self.beta)), **({"out": shifted} if inplace else {}))
+        log_beta = diff.new_tensor(math.log(self.beta))
+        if inplace:
+            shifted = diff.add_(math.log1p(-self.beta))
+            return torch.logaddexp(shifted, log_beta, out=shifted)
+        return torch.logaddexp(diff + math.log1p(-self.beta), log_beta)
 
     def per_token(self, log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
         diff = log_p - log_q  # (N, V)

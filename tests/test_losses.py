@@ -135,11 +135,15 @@ def test_sequence_average_is_the_mean_of_per_sequence_means(kind, gradient_path)
         hidden, weight, teacher_hidden, teacher_weight, mask, teacher_mask, kind, 0.3, chunk_size=3, average="sequence"
     )
     per_sequence = [
-        reference_divergence(hidden[i][mask[i]] @ weight.T, teacher_hidden[i][teacher_mask[i]] @ teacher_weight.T, kind, 0.3)
+        reference_divergence(
+            hidden[i][mask[i]] @ weight.T, teacher_hidden[i][teacher_mask[i]] @ teacher_weight.T, kind, 0.3
+        )
         for i in (0, 2)
     ]
     want = (per_sequence[0].mean() + per_sequence[1].mean()) / 2
-    token_mean, _ = masked_mean_divergence(hidden, weight, teacher_hidden, teacher_weight, mask, teacher_mask, kind, 0.3)
+    token_mean, _ = masked_mean_divergence(
+        hidden, weight, teacher_hidden, teacher_weight, mask, teacher_mask, kind, 0.3
+    )
     assert count.item() == 8
     torch.testing.assert_close(mean, want)
     assert not torch.allclose(token_mean, want)  # the two averages differ when lengths do
@@ -155,9 +159,7 @@ def test_loss_average_must_be_named():
     hidden, weight, teacher_hidden, teacher_weight = _inputs()
     mask = torch.ones(1, hidden.shape[0], dtype=torch.bool)
     with pytest.raises(ValueError, match="model.loss.average"):
-        masked_mean_divergence(
-            hidden[None], weight, teacher_hidden[None], teacher_weight, mask, mask, average="batch"
-        )
+        masked_mean_divergence(hidden[None], weight, teacher_hidden[None], teacher_weight, mask, mask, average="batch")
 
 
 def test_nothing_counted_gives_zero_loss_and_zero_gradient():
@@ -364,6 +366,8 @@ def test_chunked_loss_is_as_exact_as_float32_naive_at_the_qwen_shape(kind):
         errors[name] = [loss.detach().double(), *(g.double() for g in torch.autograd.grad(loss, [h, w]))]
     for i, what in enumerate(["loss", "hidden gradient", "weight gradient"]):
         want = errors["exact"][i]
-        naive, ours = ((errors[name][i] - want).abs().max().item() / want.abs().max().item() for name in ["naive", "ours"])
+        naive, ours = (
+            (errors[name][i] - want).abs().max().item() / want.abs().max().item() for name in ["naive", "ours"]
+        )
         bound = 1e-6 if i == 0 else 1e-5
         assert ours <= max(bound, 1.5 * naive), (what, ours, naive)

@@ -191,8 +191,8 @@ class VLLMEngine(RolloutEngine):
         if self._asleep:
             self.llm.wake_up()
             self._asleep = False
-        pooled, own = self._layout.pool(prompts)
-        params = [self._sampling_params(sampling, seed, index) for index in range(len(pooled))]
+        pooled, seeds, own = self._layout.pool(prompts, seed)
+        params = [self._sampling_params(sampling, *seeds[index]) for index in range(len(pooled))]
         requests = [{"prompt_token_ids": list(ids)} for ids in pooled]
         outputs = self.llm.generate(requests, params, use_tqdm=False)
         rollouts = [[self._rollout(c) for c in sorted(out.outputs, key=lambda c: c.index)] for out in outputs]
@@ -201,8 +201,12 @@ class VLLMEngine(RolloutEngine):
     def _sampling_params(self, sampling: RolloutConfig, seed: int, index: int):
         from vllm import SamplingParams
 
-        # Child j of a request samples with seed + j; distinct prompts and data-parallel ranks get disjoint seeds.
-        request_seed = ((seed * 65_537 + self._layout.dp_rank) << 24) + index * sampling.num_samples
+        # Child j of prompt i of a call seeded s samples with (s << 24) + i * n + j: a function of the caller's seed
+        # and the prompt's place in the caller's list only. The caller mixes in what must differ (training: epoch and
+        # rank), and what must agree does: every rank evaluates every prompt with the same seed, so their sampled
+        # readouts agree and the metrics logged from all ranks are those rank 0 writes (issue 21, item 8); a prompt
+        # pooled into a tensor-parallel group keeps its owner's seed.
+        request_seed = ((seed * 65_537) << 24) + index * sampling.num_samples
         return SamplingParams(
             n=sampling.num_samples,
             temperature=sampling.temperature,
@@ -288,14 +292,19 @@ class _DistributedLayout:
                 tp_group, _ = torch.distributed.new_subgroups(group_size=tp)
         return cls(world, rank, tp, tp_group, trainer_owns_process_group=initialized)
 
-    def pool(self, prompts: list[list[int]]) -> tuple[list[list[int]], slice]:
-        """The prompts this rank's engine runs (the whole tensor-parallel group's) and the slice that is ours."""
+    def pool(
+        self, prompts: list[list[int]], seed: int
+    ) -> tuple[list[list[int]], list[tuple[int, int]], slice]:
+        """The prompts this rank's engine runs (the whole tensor-parallel group's), each one's (seed, index in its
+        owner's list), and the slice that is ours. Every rank of a group issues the same requests."""
         if self.tp_group is None:
-            return prompts, slice(None)
-        gathered: list[list[list[int]]] = [[] for _ in range(self.tp)]
-        torch.distributed.all_gather_object(gathered, prompts, group=self.tp_group)
-        start = sum(len(part) for part in gathered[: self.rank % self.tp])
-        return [p for part in gathered for p in part], slice(start, start + len(prompts))
+            return prompts, [(seed, index) for index in range(len(prompts))], slice(None)
+        gathered: list[tuple[list[list[int]], int]] = [([], 0) for _ in range(self.tp)]
+        torch.distributed.all_gather_object(gathered, (prompts, seed), group=self.tp_group)
+        start = sum(len(part) for part, _ in gathered[: self.rank % self.tp])
+        pooled = [p for part, _ in gathered for p in part]
+        seeds = [(owner_seed, index) for part, owner_seed in gathered for index in range(len(part))]
+        return pooled, seeds, slice(start, start + len(prompts))
 
 
 def _save_model_files(model: torch.nn.Module, tokenizer: Any, stop_ids: list[int], directory: str) -> None:

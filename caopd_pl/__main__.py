@@ -3,9 +3,10 @@
 Lightning commands go to :func:`caopd_pl.cli.cli_main`; ``verify``, ``report``, ``verifiers`` and ``continual``
 go to their modules under :mod:`caopd_pl.commands`, each imported only when named (``report --help`` never loads
 Lightning). A :class:`caopd_pl.errors.UsageError` (a bad option, value or path) prints one line and exits with
-status 2; any other exception is a bug and keeps its traceback. ``fit --help`` (and the other Lightning commands'
-help) is served from a cache keyed by the package's source and the versions it depends on, so that only the first
-call pays for importing Lightning (:mod:`caopd_pl.help_cache`).
+status 2; a full disk or quota (:class:`caopd_pl.errors.DiskFull`, or any write failing with ``ENOSPC``/``EDQUOT``)
+prints one line naming the filesystem and exits with status 3; any other exception is a bug and keeps its traceback.
+``fit --help`` (and the other Lightning commands' help) is served from a cache keyed by the package's source and the
+versions it depends on, so that only the first call pays for importing Lightning (:mod:`caopd_pl.help_cache`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,15 @@ import difflib
 import importlib
 import sys
 
-from caopd_pl.errors import UsageError, one_line, show_tracebacks
+from caopd_pl.errors import (
+    DISK_FULL_STATUS,
+    USAGE_STATUS,
+    DiskFull,
+    UsageError,
+    is_disk_full,
+    one_line,
+    show_tracebacks,
+)
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 TOOLS = {
@@ -41,7 +50,7 @@ Tools (each takes --help):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; returns the exit status (2 on a usage error, printed as one line on stderr)."""
+    """Run one command; returns the exit status (2 on a usage error, 3 on a full disk: one line on stderr)."""
     from_command_line = argv is None
     argv = sys.argv[1:] if from_command_line else argv
     if not argv or argv[0] in ("-h", "--help"):
@@ -54,7 +63,14 @@ def main(argv: list[str] | None = None) -> int:
         if show_tracebacks():
             raise
         print(f"caopd_pl {command}: error: {one_line(err)}", file=sys.stderr)
-        return 2
+        return USAGE_STATUS
+    except OSError as err:
+        if not is_disk_full(err) or show_tracebacks():
+            raise
+        if not isinstance(err, DiskFull):  # a writer of a library (Lightning's logs, transformers' save_pretrained)
+            err = DiskFull(err, err.filename)
+        print(f"caopd_pl {command}: error: {one_line(err)}", file=sys.stderr)
+        return DISK_FULL_STATUS
 
 
 def run_command(command: str, rest: list[str], argv: list[str] | None) -> int:

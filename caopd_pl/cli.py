@@ -7,11 +7,18 @@ makes the command line strict and quiet:
 
 - every output path derives from ``trainer.default_root_dir`` (``ROOT``): a logger without ``save_dir`` (or a CSV
   logger when the config names none) writes to ``ROOT/logs/version_N``, a ``ModelCheckpoint`` without ``dirpath``
-  to ``ROOT/checkpoints``; ``validate``, ``test`` and ``predict`` write to ``ROOT/<stage>/<checkpoint name>/`` (a
-  rerun on the same checkpoint replaces its results);
+  to ``ROOT/checkpoints`` (the shipped configs name neither, so ``--trainer.default_root_dir`` moves everything);
+  ``validate``, ``test`` and ``predict`` write to ``ROOT/<stage>/<checkpoint name>/``: a rerun of the same
+  evaluation replaces its results, another evaluation of the checkpoint (another verifier, split, readout...)
+  writes beside them to ``<checkpoint name>-v1``, ``-v2``...; a start-up that fails on bad input removes the log
+  folder it created;
 - a killed ``fit`` resumes bit-identically (:mod:`caopd_pl.resume`): checkpoints are written atomically, each
   epoch's global random state is seeded by (seed, epoch), and ``--ckpt_path last`` with no last checkpoint to find
   is an error rather than a fresh run;
+- a checkpoint given with ``--ckpt_path`` is checked before anything is built (:mod:`caopd_pl.checkpoints`: every
+  record against its checksum, every weight finite), and ``fit`` compares its saved config with the command's: a
+  resume that changes the experiment is refused (:func:`caopd_pl.resume.check_same_experiment`), and the config's
+  settings are used as given (Lightning would replace its model settings with the checkpoint's);
 - options are never abbreviated (``--data.rollout.num_sample`` is an error, not ``num_samples``);
 - a bad option or value raises :class:`caopd_pl.errors.UsageError`, one line (``python -m caopd_pl`` prints it and
   exits with status 2);
@@ -23,7 +30,9 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import itertools
 import logging
+import os
 import re
 import sys
 import warnings
@@ -31,6 +40,7 @@ from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
+import yaml
 from jsonargparse import ArgumentError, Namespace, set_parsing_settings
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch import Trainer
@@ -38,10 +48,19 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from caopd_pl.callbacks import RolloutStats, RunSummary, hide_version_number
+from caopd_pl.checkpoints import read_checkpoint
 from caopd_pl.datamodule import RolloutDataModule
 from caopd_pl.errors import UsageError, one_line
 from caopd_pl.module import CaOPDModule
-from caopd_pl.resume import AtomicCheckpointIO, EpochSeed, check_last_checkpoint
+from caopd_pl.resume import (
+    AtomicCheckpointIO,
+    EpochSeed,
+    SavedConfig,
+    changed_settings,
+    check_last_checkpoint,
+    check_same_experiment,
+    last_checkpoint,
+)
 
 PROG = "python -m caopd_pl"
 TRAINER_DEFAULTS = {
@@ -53,6 +72,23 @@ CSV_LOGGER = "lightning.pytorch.loggers.CSVLogger"
 CHECKPOINT_CALLBACK = "lightning.pytorch.callbacks.ModelCheckpoint"
 EVALUATION_STAGES = ("validate", "test", "predict")
 LINKED_FROM_DATA = ("task", "shared_engine")
+SPECIAL_CKPT_PATHS = ("best", "hpc", "registry")
+EVALUATION_MAY_DIFFER = (
+    "trainer.logger",
+    "trainer.callbacks",
+    "trainer.default_root_dir",
+    "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+    "trainer.log_every_n_steps",
+    "trainer.profiler",
+    "num_threads",
+    "data.eval_batch_size",
+    "data.rollout.gpu_memory_utilization",
+    "data.rollout.enable_sleep_mode",
+)
+"""Keys in which two evaluations of a checkpoint may differ and still write (and replace) the same results folder."""
+START_UP_FILES = ("config.yaml", "hparams.yaml")
+"""What a log folder holds before a run has logged anything."""
 
 
 class CaOPDCLI(LightningCLI):
@@ -101,19 +137,41 @@ class CaOPDCLI(LightningCLI):
             message += "; start from a config, e.g. --config configs/quickstart.yaml"
         return f"{message} (every option: {PROG} {stage or 'fit'} --help)"
 
+    def _parse_ckpt_path(self) -> None:
+        # Lightning's own step: it replaces the config's model settings with the checkpoint's. Before it, check the
+        # checkpoint file, and for fit compare the settings instead (a resume keeps the config's, checked equal).
+        subcommand = self.config.get("subcommand")
+        config = self.config[subcommand] if subcommand else None
+        ckpt_path = config.get("ckpt_path") if config is not None else None
+        if not ckpt_path:
+            return
+        _check_ckpt_path(ckpt_path)
+        checkpoint_dirs = _checkpoint_dirs(config)
+        check_last_checkpoint(ckpt_path, checkpoint_dirs)
+        path = _checkpoint_file(ckpt_path, checkpoint_dirs)
+        if path is None:  # best, hpc, registry, a remote path: Lightning resolves them
+            super()._parse_ckpt_path()
+            return
+        # One process per machine reads the whole file for its checks (a launcher's other ranks start later, or
+        # are stopped with it).
+        checkpoint = read_checkpoint(path, check=int(os.environ.get("LOCAL_RANK", "0")) == 0)
+        if subcommand != "fit":
+            super()._parse_ckpt_path()
+            return
+        check_same_experiment(checkpoint, _config_dict(self._parser(subcommand), config), ckpt_path)
+
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         _set_threads(config.get("num_threads"))
         root = Path(config.trainer.default_root_dir or ".")
+        _checkpoint_dirs(config)  # checked (with --ckpt_path) in _parse_ckpt_path; filled in here without one
+        if self.subcommand in EVALUATION_STAGES:
+            ckpt_path = config.get("ckpt_path")
+            if ckpt_path and ckpt_path not in ("last", *SPECIAL_CKPT_PATHS) and "://" not in ckpt_path:
+                config.ckpt_path = os.path.abspath(ckpt_path)  # saved in config.yaml: which checkpoint was evaluated
         config.trainer.logger = _logger_under(config.trainer.logger, root, self.subcommand, config.get("ckpt_path"))
-        checkpoint_dirs = []
-        for callback in config.trainer.callbacks or []:
-            if _is_model_checkpoint(callback):
-                if callback.init_args.get("dirpath") is None:
-                    callback.init_args.dirpath = str(root / "checkpoints")
-                checkpoint_dirs.append(callback.init_args.dirpath)
-        _check_ckpt_path(config.get("ckpt_path"))
-        check_last_checkpoint(config.get("ckpt_path"), checkpoint_dirs)
+        if self.subcommand in EVALUATION_STAGES:
+            _evaluation_version(config, root, self.subcommand, self._parser(self.subcommand))
 
     def instantiate_classes(self) -> None:
         try:
@@ -130,9 +188,18 @@ class CaOPDCLI(LightningCLI):
         if self.subcommand in ("fit", None):  # None: the caller runs the trainer (fit, for the runner)
             _check_no_distributed_sampler(trainer, config.trainer.use_distributed_sampler)
         hide_version_number(trainer)
-        trainer.callbacks += [RolloutStats(), RunSummary()]
+        saved = SavedConfig(_config_dict(self._parser(self.subcommand), config))  # for a resume to compare with
+        trainer.callbacks += [RolloutStats(), RunSummary(), saved]
         _make_resumable(trainer, config.seed_everything)
         return trainer
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        created = _log_dirs_to_create(self.trainer)
+        try:
+            super()._run_subcommand(subcommand)
+        except UsageError:  # bad input found at start-up (the data against the config): no run to keep logs of
+            _remove_unused(created)
+            raise
 
 
 def _unknown_keys(message: str) -> list[str]:
@@ -225,9 +292,88 @@ def _check_no_distributed_sampler(trainer: Trainer, use_distributed_sampler: boo
 
 
 def _check_ckpt_path(ckpt_path: str | None) -> None:
-    if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry") and "://" not in ckpt_path:
+    if ckpt_path and ckpt_path not in ("last", *SPECIAL_CKPT_PATHS) and "://" not in ckpt_path:
         if not Path(ckpt_path).is_file():
             raise UsageError(f"--ckpt_path={ckpt_path!r}: no such file; give a .ckpt file written by fit, or 'last'")
+
+
+def _checkpoint_dirs(config: Namespace) -> list[str]:
+    """The folders of the config's ``ModelCheckpoint`` callbacks; one without ``dirpath`` gets ``ROOT/checkpoints``."""
+    root = Path(config.trainer.default_root_dir or ".")
+    folders = []
+    for callback in config.trainer.callbacks or []:
+        if _is_model_checkpoint(callback):
+            if callback.init_args.get("dirpath") is None:
+                callback.init_args.dirpath = str(root / "checkpoints")
+            folders.append(callback.init_args.dirpath)
+    return folders
+
+
+def _checkpoint_file(ckpt_path: str, checkpoint_dirs: list[str]) -> Path | None:
+    """The local file ``--ckpt_path`` names (``last``: the one Lightning picks), or None (``best``, remote paths)."""
+    if ckpt_path == "last":
+        return last_checkpoint(checkpoint_dirs)
+    if ckpt_path in SPECIAL_CKPT_PATHS or "://" in ckpt_path:
+        return None
+    return Path(ckpt_path)
+
+
+def _config_dict(parser: LightningArgumentParser, config: Namespace) -> dict[str, Any]:
+    """``config`` as nested dicts, as ``config.yaml`` and ``--print_config`` show it."""
+    return yaml.safe_load(parser.dump(config, skip_unset=False, skip_validation=True))
+
+
+def _evaluation_version(config: Namespace, root: Path, stage: str, parser: LightningArgumentParser) -> None:
+    """Point the evaluation's logger at a folder of its own: ``<checkpoint name>`` when it is free or holds the same
+    evaluation (replaced), else the first ``<checkpoint name>-vN`` that is; says so when it is not the first."""
+    init_args = config.trainer.logger.get("init_args") if isinstance(config.trainer.logger, Namespace) else None
+    if init_args is None or init_args.get("save_dir") != str(root) or init_args.get("name") != stage:
+        return  # a logger the config placed itself
+    current, name = _config_dict(parser, config), init_args.version
+    taken = _other_evaluation(root / stage / name, current)
+    versions = (name if index == 0 else f"{name}-v{index}" for index in itertools.count())
+    version = next(v for v in versions if _other_evaluation(root / stage / v, current) is None)
+    init_args.version = version
+    if taken is not None:
+        print(f"{root / stage / name} holds {taken}; writing {root / stage / version}", file=sys.stderr)
+
+
+def _other_evaluation(folder: Path, current: dict[str, Any]) -> str | None:
+    """What makes ``folder`` the results of another evaluation than ``current``, or None (free, or the same one)."""
+    if not folder.exists() or (folder.is_dir() and not any(folder.iterdir())):
+        return None
+    try:
+        saved = yaml.safe_load((folder / "config.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return "results without a readable config.yaml"
+    changed = changed_settings(saved, current, EVALUATION_MAY_DIFFER)
+    if saved.get("ckpt_path") != current.get("ckpt_path"):
+        changed.insert(0, ("ckpt_path", saved.get("ckpt_path"), current.get("ckpt_path")))
+    if not changed:
+        return None
+    key, old, new = changed[0]
+    return f"another evaluation ({key} is {old!r} there, {new!r} here)"
+
+
+def _log_dirs_to_create(trainer: Trainer) -> list[Path]:
+    """The loggers' folders (and their parents) that do not exist yet: the ones this run will create."""
+    missing = []
+    for logger in trainer.loggers:
+        log_dir = getattr(logger, "log_dir", None)  # CSV and TensorBoard loggers; computing it creates nothing
+        folder = Path(log_dir) if log_dir else None
+        while folder is not None and not folder.exists() and folder != folder.parent:
+            missing.append(folder)
+            folder = folder.parent
+    return missing
+
+
+def _remove_unused(folders: list[Path]) -> None:
+    """Remove each of ``folders`` (deepest first) that holds nothing but the files of a start-up."""
+    for folder in sorted(folders, key=lambda path: len(path.parts), reverse=True):
+        if folder.is_dir() and all(item.name in START_UP_FILES and item.is_file() for item in folder.iterdir()):
+            for item in folder.iterdir():
+                item.unlink()
+            folder.rmdir()
 
 
 def _not_a_tip(record: logging.LogRecord) -> bool:

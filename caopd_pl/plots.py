@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import IO
 
 import matplotlib
 
@@ -11,6 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from caopd_pl.files import atomic_write  # noqa: E402
 from caopd_pl.metrics import confidence_bins  # noqa: E402
 
 
@@ -37,9 +39,13 @@ def draw_reliability(ax, confidence: torch.Tensor, correct: torch.Tensor, title:
 
 
 def reliability_diagram(
-    confidence: torch.Tensor, correct: torch.Tensor, path: str | Path, title: str = "", num_bins: int = 10
+    confidence: torch.Tensor,
+    correct: torch.Tensor,
+    path: str | Path | IO[bytes],
+    title: str = "",
+    num_bins: int = 10,
 ) -> None:
-    """Write a reliability diagram PNG (bin counts printed along the bottom)."""
+    """Write a reliability diagram PNG (bin counts printed along the bottom) to a path or a binary file."""
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     draw_reliability(ax, confidence, correct, title, num_bins)
     save_figure(fig, path)
@@ -53,13 +59,18 @@ def reliability_grid(results: Mapping[str, tuple[torch.Tensor, torch.Tensor]], p
     save_figure(fig, path)
 
 
-def save_figure(fig, path: str | Path) -> None:
-    """Write ``fig`` as a PNG (parents created) and close it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+def save_figure(fig, path: str | Path | IO[bytes]) -> None:
+    """Write ``fig`` and close it: as a PNG to a binary file, or atomically to a path (parents created; the format
+    its suffix names), so that a full disk leaves the old figure, not a torn one."""
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        if isinstance(path, (str, Path)):
+            form = Path(path).suffix.lstrip(".") or "png"
+            atomic_write(Path(path), lambda file: fig.savefig(file, format=form, dpi=120))
+        else:
+            fig.savefig(path, format="png", dpi=120)
+    finally:
+        plt.close(fig)
 
 
 def confidence_vs_accuracy(points: Mapping[str, Mapping[str, tuple[float, float]]], path: str | Path) -> None:

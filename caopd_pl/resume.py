@@ -11,14 +11,21 @@
   (Rollouts are seeded by (rollout.seed, epoch, rank) and the batch order by (data.seed, epoch) already.)
 - :func:`check_last_checkpoint`: ``--ckpt_path last`` with no last checkpoint to find is an error, not (as in
   Lightning) a warning followed by training from scratch with exit status 0.
+- :class:`SavedConfig` stores the run's resolved config in every checkpoint, and :func:`check_same_experiment`
+  compares it with the config of a ``fit --ckpt_path`` at start-up: a resume that would change the experiment (the
+  model, the loss, the data, the optimizer, the seeds) is refused in one line; what a resume may change
+  (:data:`RESUME_MAY_CHANGE`: more epochs, another log folder, evaluation settings, memory knobs) is allowed.
+  Lightning would otherwise replace the config's model settings with the checkpoint's without a word, and resume
+  another task or calibration as if nothing changed.
 
-The CLI wires all three into every Lightning command (:mod:`caopd_pl.cli`).
+The CLI wires them into every Lightning command (:mod:`caopd_pl.cli`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +39,49 @@ from caopd_pl.errors import UsageError
 from caopd_pl.files import atomic_torch_save
 
 LAST = "last"
+CONFIG_KEY = "caopd_config"
+"""The checkpoint's key holding the run's resolved config (:class:`SavedConfig`)."""
+RESUME_MAY_CHANGE = (
+    # how long to train
+    "trainer.max_epochs",
+    "trainer.min_epochs",
+    "trainer.max_steps",
+    "trainer.min_steps",
+    "trainer.max_time",
+    # where and what to log and save
+    "trainer.default_root_dir",
+    "trainer.logger",
+    "trainer.callbacks",
+    "trainer.enable_checkpointing",
+    "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+    "trainer.log_every_n_steps",
+    "trainer.profiler",
+    "trainer.enable_autolog_hparams",
+    "trainer.model_registry",
+    # evaluation at the end of an epoch, which training never reads
+    "trainer.check_val_every_n_epoch",
+    "trainer.limit_val_batches",
+    "trainer.limit_test_batches",
+    "trainer.limit_predict_batches",
+    "trainer.num_sanity_val_steps",
+    "trainer.inference_mode",
+    "model.eval_max_new_tokens",
+    "model.eval_temperature",
+    "model.readout",
+    "data.eval_batch_size",
+    "data.max_eval_prompts",
+    "data.test_split",
+    "data.predict_split",
+    # memory and speed knobs that leave the numbers as they are
+    "num_threads",
+    "model.model.gradient_checkpointing",
+    "data.rollout.gpu_memory_utilization",
+    "data.rollout.enable_sleep_mode",
+)
+"""Config keys (and everything under them) a ``fit --ckpt_path`` may change; any other difference is refused."""
+NOT_SETTINGS = ("config", "ckpt_path", "__path__")
+"""Keys of a parsed config that say how it was given, not what it sets."""
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -113,3 +163,76 @@ def _last_checkpoints(folder: Path) -> list[Path]:
         return []
     names = [path for path in folder.glob(f"{LAST}*.ckpt") if path.stem == LAST or path.stem.startswith(f"{LAST}-")]
     return [path for path in names if path.is_file()]
+
+
+def last_checkpoint(checkpoint_dirs: list[str]) -> Path | None:
+    """The checkpoint ``--ckpt_path last`` resumes from: the newest ``last*.ckpt`` of ``checkpoint_dirs`` (as
+    Lightning picks it), or None."""
+    found = [path for folder in checkpoint_dirs for path in _last_checkpoints(Path(folder))]
+    return max(found, key=lambda path: path.stat().st_mtime) if found else None
+
+
+class SavedConfig(Callback):
+    """Stores the run's resolved config (as ``--print_config`` shows it) in every checkpoint, under ``CONFIG_KEY``.
+
+    Args:
+        config: the config as nested dicts of plain values.
+    """
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        checkpoint[CONFIG_KEY] = self.config
+
+
+def check_same_experiment(checkpoint: Mapping[str, Any], config: Mapping[str, Any], ckpt_path: str) -> None:
+    """Refuse to resume ``checkpoint`` under a ``config`` that changes the experiment.
+
+    The checkpoint's saved config (:class:`SavedConfig`) is compared key by key with ``config``; a checkpoint written
+    before configs were saved has only its model's hyper-parameters to compare. A key only one side has (one added
+    to the code since) is not compared, nor are the keys of :data:`RESUME_MAY_CHANGE`.
+
+    Raises:
+        UsageError: some setting differs (the message names up to three: the key, the checkpoint's value, the
+            config's).
+    """
+    saved = checkpoint.get(CONFIG_KEY)
+    if saved is None:  # an older checkpoint: its module's constructor arguments are all there is
+        hparams = {k: v for k, v in checkpoint.get("hyper_parameters", {}).items() if not k.startswith("_")}
+        saved, config = {"model": hparams}, {"model": config.get("model", {})}
+    changed = changed_settings(saved, config, RESUME_MAY_CHANGE)
+    if not changed:
+        return
+    shown = "; ".join(f"{key} is {old!r} there, {new!r} here" for key, old, new in changed[:3])
+    more = f" (and {len(changed) - 3} more)" if len(changed) > 3 else ""
+    raise UsageError(
+        f"--ckpt_path={ckpt_path!r} was trained with other settings: {shown}{more}; resume with the checkpoint's "
+        "settings, or start a new run (another trainer.default_root_dir, no --ckpt_path); what a resume may change: "
+        "docs/errors.md, Resuming"
+    )
+
+
+def changed_settings(
+    saved: Mapping[str, Any], current: Mapping[str, Any], may_change: tuple[str, ...] = ()
+) -> list[tuple[str, Any, Any]]:
+    """``(dotted key, saved value, current value)`` for each setting both configs hold with different values.
+
+    Nested mappings are compared key by key; a key only one side holds is passed over (a field added to the code
+    since); keys under ``may_change`` (a key and everything under it) and :data:`NOT_SETTINGS` are left out.
+    """
+    skip = (*may_change, *NOT_SETTINGS)
+    changes: list[tuple[str, Any, Any]] = []
+
+    def walk(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str) -> None:
+        for key in sorted(old.keys() & new.keys(), key=str):
+            name = f"{prefix}{key}"
+            if any(name == s or name.startswith(f"{s}.") for s in skip):
+                continue
+            if isinstance(old[key], Mapping) and isinstance(new[key], Mapping):
+                walk(old[key], new[key], f"{name}.")
+            elif old[key] != new[key]:
+                changes.append((name, old[key], new[key]))
+
+    walk(saved, current, "")
+    return changes

@@ -94,11 +94,15 @@ class ContinualConfig:
         """Trainable tasks in order, then held-out tasks: the matrices' columns."""
         return [s.name for s in self.stages] + [h.name for h in self.held_out]
 
-    def fingerprint(self) -> str:
-        """Hash of everything that changes results (not ``out`` nor ``calibrations``), to refuse a mixed resume."""
+    def settings(self) -> dict[str, Any]:
+        """Everything that changes results (not ``out`` nor ``calibrations``), the fit config's text included."""
         payload = {k: v for k, v in asdict(self).items() if k not in ("out", "calibrations")}
         payload["fit_config_text"] = Path(self.fit_config).read_text()
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+        return payload
+
+    def fingerprint(self) -> str:
+        """Hash of :meth:`settings`, to refuse a mixed resume."""
+        return hashlib.sha256(json.dumps(self.settings(), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def build_parser(prog: str = "python -m caopd_pl continual") -> ArgumentParser:

@@ -20,7 +20,11 @@ calibrations ``OUT/comparison.json``, ``OUT/comparison.md``, ``OUT/heatmaps.png`
 
 Resumable: every file is written atomically, ``state.json`` lists the finished stages, a stage's saved model and
 each evaluation are reused. A runner killed during stage i restarts stage i from stage i-1's saved student and
-teacher with the same seeds, so it ends with the summary an uninterrupted run writes.
+teacher with the same seeds, so it ends with the summary an uninterrupted run writes. The warm start has a state file
+of its own (``OUT/base/state.json``), written before it starts; every state file holds the configuration's
+fingerprint, and all of them are checked before anything runs: a rerun under another configuration (another
+``--seed``...) on the same ``OUT`` stops in one line (:class:`caopd_pl.continual.storage.RunState`) instead of
+mixing runs.
 
 Run: ``python -m caopd_pl continual --config configs/continual/quick.yaml``.
 """
@@ -43,6 +47,7 @@ from caopd_pl.continual.config import ContinualConfig, StageConfig
 from caopd_pl.continual.metrics import MATRIX_METRICS, retention_figures
 from caopd_pl.continual.plots import comparison_heatmaps, matrix_heatmap, task_curves
 from caopd_pl.continual.storage import RunState
+from caopd_pl.errors import UsageError
 from caopd_pl.files import (
     atomic_save_dir,
     atomic_torch_save,
@@ -81,6 +86,7 @@ class ContinualRunner:
     def __init__(self, config: ContinualConfig) -> None:
         self.config = config
         self.out = Path(config.out)
+        self.settings = config.settings()
         self.fingerprint = config.fingerprint()
         self.eval_tasks = [(s.name, s.task, s.split) for s in config.stages]
         self.eval_tasks += [(h.name, h.task, h.split) for h in config.held_out]
@@ -88,21 +94,37 @@ class ContinualRunner:
     # ---- the whole run -------------------------------------------------------------------------------------------
 
     def run(self, calibrations: list[str] | None = None) -> dict[str, dict[str, Any]]:
-        """Run (or resume) every calibration; returns calibration -> summary."""
+        """Run (or resume) every calibration; returns calibration -> summary.
+
+        Raises:
+            UsageError: ``OUT`` holds parts of a run of another configuration (checked before anything runs).
+        """
         calibrations = calibrations or self.config.calibrations
-        base = self.warm_start()
+        states = {name: self.state(name) for name in ["base", *calibrations]}
+        base = self.warm_start(states["base"])
         base_rows = self.evaluate(base, self.out / "base" / "eval")
         summaries = {}
         for calibration in calibrations:
-            summaries[calibration] = self.run_sequence(calibration, base, base_rows)
+            summaries[calibration] = self.run_sequence(calibration, base, base_rows, states[calibration])
         if len(summaries) > 1:
             self.write_comparison(summaries)
         return summaries
 
-    def run_sequence(self, calibration: str, base: Path, base_rows: dict[str, dict]) -> dict[str, Any]:
+    def state(self, part: str) -> RunState:
+        """The state file of ``base`` (the warm start) or of a calibration's sequence, checked against the config.
+
+        Raises:
+            UsageError: it was written under another configuration.
+        """
+        return RunState(self.out / part / "state.json", self.fingerprint, self.settings)
+
+    def run_sequence(
+        self, calibration: str, base: Path, base_rows: dict[str, dict], state: RunState | None = None
+    ) -> dict[str, Any]:
         """Train the stages in order with ``calibration``; returns (and writes) the sequence's summary."""
         root = self.out / calibration
-        state = RunState(root / "state.json", self.fingerprint)
+        state = state or self.state(calibration)
+        state.save()  # before the first stage: its model and evaluations belong to this configuration
         previous, rows = base, [base_rows]
         for index, stage in enumerate(self.config.stages, start=1):
             stage_dir = root / f"{index:02d}_{stage.name}"
@@ -122,11 +144,25 @@ class ContinualRunner:
 
     # ---- pieces --------------------------------------------------------------------------------------------------
 
-    def warm_start(self) -> Path:
-        """The base model (``OUT/base/student``), warm-started unless it exists."""
+    def warm_start(self, state: RunState | None = None) -> Path:
+        """The base model (``OUT/base/student``), warm-started unless this configuration made it already.
+
+        Raises:
+            UsageError: ``OUT/base`` holds a model no state file vouches for (a run of an older version).
+        """
         base = self.out / "base"
+        state = state or self.state("base")
         if (base / "student" / "config.json").exists():
-            return base
+            # The state file precedes the model; a run of an older version has only its sequences' state files.
+            if not state.path.exists() and any(self.state(c).path.exists() for c in self.config.calibrations):
+                state.mark_finished("warm_start")
+            if state.path.exists():
+                return base
+            raise UsageError(
+                f"{base} holds a warm start that no state file ties to a configuration (a run of an older version); "
+                f"delete {base} to warm-start again, or give another --out"
+            )
+        state.save()  # before the work: a rerun under another configuration is refused from now on
         first = self.config.stages[0]
         experiment = self._build(first.task, base / "build", {"model": {"model": {"tiny": {"seed": self.config.seed}}}})
         if self.config.warm_start != "none":
@@ -136,6 +172,7 @@ class ContinualRunner:
             losses = pipeline.warm_start(experiment, examples, config=settings, seed=self.config.seed)
             atomic_write_json(base / "warm_start_losses.json", losses)
         atomic_save_dir(base / "student", lambda folder: pipeline.save_student(experiment, folder))
+        state.mark_finished("warm_start")
         return base
 
     def train_stage(self, index: int, stage: StageConfig, calibration: str, previous: Path, stage_dir: Path) -> None:

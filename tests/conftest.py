@@ -66,3 +66,32 @@ def smollm2_dir(request) -> Path:
     if is_pulled(local, PULLABLE[SMOLLM2]):
         return local
     return request.getfixturevalue("smollm2_pull")[0]
+
+
+@pytest.fixture
+def small_disk(tmp_path) -> Path:
+    """A real 64 KB filesystem (a tmpfs mounted at ``tmp_path/disk``) that a test can fill up.
+
+    Mounting needs root (CAP_SYS_ADMIN); elsewhere the test is skipped, and the tests that inject ``ENOSPC`` at the
+    write layer cover the same code.
+    """
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A finished fit of the tests' small quickstart (2 epochs, seconds): its root, holding ``config.yaml``,
+    ``checkpoints/last.ckpt`` and ``logs/``. Read only: copy what a test changes."""
+    from helpers import small_config
+
+    from caopd_pl.__main__ import main
+
+    root = tmp_path_factory.mktemp("tiny_run")
+    assert main(["fit", "--config", str(small_config(root))]) == 0
+    return root

@@ -1,7 +1,9 @@
 """End-to-end runs through the real entry point (``python -m caopd_pl``), on CPU, in seconds."""
 
 import json
+import os
 import re
+import stat
 from pathlib import Path
 
 import pytest
@@ -207,3 +209,71 @@ def test_num_threads_sets_torchs_pool_and_rejects_zero(tmp_path):
         torch.set_num_threads(before)
     with pytest.raises(UsageError, match="--num_threads=0"):
         cli_main(["--config", str(small_config(tmp_path)), "--num_threads", "0"], run=False)
+
+
+def test_no_shipped_config_pins_a_folder_that_default_root_dir_would_not_move():
+    # The CLI puts a logger without save_dir under ROOT/logs and a ModelCheckpoint without dirpath under
+    # ROOT/checkpoints; a config that names its own folders keeps them when --trainer.default_root_dir moves ROOT.
+    for path in sorted((REPO / "configs").rglob("*.yaml")):
+        trainer = (yaml.safe_load(path.read_text()) or {}).get("trainer") or {}
+        logger = trainer.get("logger")
+        loggers = logger if isinstance(logger, list) else [logger] if isinstance(logger, dict) else []
+        assert not any("save_dir" in (entry.get("init_args") or {}) for entry in loggers), path
+        assert not any("dirpath" in (c.get("init_args") or {}) for c in trainer.get("callbacks") or []), path
+
+
+def jsonl_evaluation(root: Path, tiny_run: Path, verifier: str) -> Path:
+    """The tiny run's config, evaluating a JSONL task judged by ``verifier``, with ROOT ``root``."""
+    rows = [{"prompt": f"{i}+{i}=?", "answer": str(2 * i)} for i in range(4)]
+    (root / "rows.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    config = yaml.safe_load((tiny_run / "config.yaml").read_text())
+    config["trainer"]["default_root_dir"] = str(root)
+    task = {"class_path": "caopd_pl.tasks.jsonl.JsonlTask", "init_args": {"verifier": verifier}}
+    task["init_args"] |= {"train": str(root / "rows.jsonl"), "test": str(root / "rows.jsonl")}
+    config["data"] |= {"task": task, "test_split": "test", "predict_split": "test"}
+    path = root / f"{verifier}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.mark.slow
+def test_another_evaluation_of_a_checkpoint_writes_beside_the_first(tiny_run, tmp_path, capsys):
+    ckpt = str(tiny_run / "checkpoints/last.ckpt")
+    exact, math = (jsonl_evaluation(tmp_path, tiny_run, verifier) for verifier in ("exact", "math"))
+    assert main(["test", "--config", str(exact), "--ckpt_path", ckpt]) == 0
+    first = (tmp_path / "test/last/metrics.json").read_bytes()
+    capsys.readouterr()
+    assert main(["test", "--config", str(math), "--ckpt_path", ckpt]) == 0
+    assert (tmp_path / "test/last/metrics.json").read_bytes() == first  # the exact verifier's results are kept
+    assert (tmp_path / "test/last-v1/metrics.json").is_file()
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'test/last'} holds another evaluation (data.task.init_args.verifier is 'exact' there, " in err
+    assert main(["test", "--config", str(exact), "--ckpt_path", ckpt]) == 0  # the same evaluation: replaced
+    assert main(["test", "--config", str(math), "--ckpt_path", ckpt]) == 0
+    assert sorted(p.name for p in (tmp_path / "test").iterdir()) == ["last", "last-v1"]
+
+
+@pytest.mark.slow
+def test_every_output_is_readable_by_others(tmp_path):
+    # Under umask 022 every file a command writes is 0644 and every folder 0755, as a plain open/mkdir makes them
+    # (atomic writes start from mkstemp's private 0600).
+    previous = os.umask(0o022)
+    try:
+        (tmp_path / "run").mkdir()
+        config = small_config(tmp_path / "run", max_epochs=1)
+        ckpt = str(tmp_path / "run/checkpoints/last.ckpt")
+        assert main(["fit", "--config", str(config)]) == 0
+        for command in ("test", "predict"):
+            assert main([command, "--config", str(config), "--ckpt_path", ckpt]) == 0
+        judged = tmp_path / "run/judged.jsonl"
+        predictions = str(tmp_path / "run/predict/last/predictions.jsonl")
+        assert main(["verify", "--verifier", "exact", "--input", predictions, "--output", str(judged), "--quiet"]) == 0
+        assert main(["report", "--input", str(judged), "--out", str(tmp_path / "run/report")]) == 0
+        assert main(["export", "--ckpt_path", ckpt, "--out", str(tmp_path / "run/export")]) == 0
+    finally:
+        os.umask(previous)
+    paths = {str(p.relative_to(tmp_path)): p for p in (tmp_path / "run").rglob("*") if p.name != "config.yaml"}
+    assert {"run/test/last/metrics.json", "run/report/reliability.png", "run/export/model.safetensors"} <= set(paths)
+    wrong = {name: oct(stat.S_IMODE(p.stat().st_mode)) for name, p in paths.items()}
+    wrong = {name: mode for name, mode in wrong.items() if mode != ("0o755" if paths[name].is_dir() else "0o644")}
+    assert not wrong

@@ -44,6 +44,34 @@ def jsonl_task(root: Path, rows: list[dict], teacher: dict | None = None, warm_s
         edit_config(root, model={"warm_start": None})
 
 
+def checkpoint(path: Path, state_dict: dict | None = None, **entries) -> None:
+    """A small checkpoint file: ``state_dict`` (a finite weight by default) and ``entries``."""
+    import torch
+
+    torch.save({"state_dict": state_dict or {"w": torch.ones(64)}, "hyper_parameters": {}, **entries}, path)
+
+
+def damaged_checkpoint(root: Path) -> None:
+    from test_checkpoints import overwrite_with_nan
+
+    checkpoint(root / "model.ckpt")
+    overwrite_with_nan(root / "model.ckpt", "model/data/0")
+
+
+def diverged_checkpoint(root: Path) -> None:
+    import torch
+
+    checkpoint(root / "diverged.ckpt", {"student.lm_head.weight": torch.tensor([1.0, float("nan")])})
+
+
+def other_run(root: Path) -> None:
+    (root / "runs/c/base").mkdir(parents=True)
+    state = {"fingerprint": "0123456789abcdef", "finished": ["warm_start"], "settings": {"seed": 1}}
+    (root / "runs/c/base/state.json").write_text(json.dumps(state))
+    continual = yaml.safe_load((REPO / "configs/continual/tiny.yaml").read_text()) | {"fit_config": "config.yaml"}
+    (root / "continual.yaml").write_text(yaml.safe_dump(continual))
+
+
 NO_DEMO = [{"prompt": f"{i}+{i}=?", "answer": str(2 * i)} for i in range(4)]
 FIT = ["fit", "--config", "config.yaml"]
 ROWS = {
@@ -172,6 +200,34 @@ ROWS = {
         "caopd_pl verify: error: --output='in.jsonl' is the input file (--input='in.jsonl'); writing it would erase "
         "the input: give another path",
     ),
+    "damaged_checkpoint": (
+        ["export", "--ckpt_path", "model.ckpt", "--out", "exports/model"],
+        damaged_checkpoint,
+        "caopd_pl export: error: --ckpt_path='model.ckpt' is damaged: its record model/data/0 fails its CRC-32 check "
+        "(the file changed after it was written); use another checkpoint (an earlier epoch=*.ckpt of the run) or copy "
+        "it again",
+    ),
+    "non_finite_weights": (
+        ["test", "--config", "config.yaml", "--ckpt_path", "diverged.ckpt"],
+        diverged_checkpoint,
+        "caopd_pl test: error: --ckpt_path='diverged.ckpt': 1 weight tensor(s) hold NaN or infinity (first: "
+        "student.lm_head.weight); the run diverged before this checkpoint, or the file was damaged; use another "
+        "checkpoint (an earlier epoch=*.ckpt of the run) or copy it again",
+    ),
+    "resume_changes_the_experiment": (
+        [*FIT, "--ckpt_path", "other.ckpt"],
+        lambda root: checkpoint(root / "other.ckpt", caopd_config={"data": {"calibration": "none"}}),
+        "caopd_pl fit: error: --ckpt_path='other.ckpt' was trained with other settings: data.calibration is 'none' "
+        "there, 'empirical' here; resume with the checkpoint's settings, or start a new run (another "
+        "trainer.default_root_dir, no --ckpt_path); what a resume may change: docs/errors.md, Resuming",
+    ),
+    "continual_other_configuration": (
+        ["continual", "--config", "continual.yaml", "--out", "runs/c"],
+        other_run,
+        "caopd_pl continual: error: runs/c/base/state.json was written by a different configuration (seed is 1 "
+        "there, 0 here); rerun with that configuration to resume it, or give another --out (or delete runs/c/base) "
+        "to start afresh",
+    ),
     "missing_checkpoint": (
         [*FIT, "--ckpt_path", "runs/x/checkpoints/last.ckpt"],
         None,
@@ -208,6 +264,7 @@ def test_bad_input_prints_the_documented_line(case, run_dir, capsys, monkeypatch
     assert status == 2
     assert err[-1:] == [expected] and not any("Traceback" in line for line in err)
     assert elapsed < 30, f"{case} took {elapsed:.0f} s"  # no network wait; the limit is for a busy CI machine
+    assert not (run_dir / "logs").exists(), "a failed start-up leaves no log folder behind"
     assert f"`{expected}`" in DOC.read_text(), f"docs/errors.md does not show the line of {case}"
 
 
@@ -232,6 +289,14 @@ def test_an_epoch_without_examples_is_skipped_not_a_crash(run_dir, capsys):
 def test_docs_table_has_a_row_per_case():
     text = DOC.read_text()
     assert text.count("\n| ") - 1 == len(ROWS), "one table row (plus the header) per case of ROWS"
+
+
+def test_docs_list_what_a_resume_may_change():
+    from caopd_pl.resume import RESUME_MAY_CHANGE
+
+    section = DOC.read_text().partition("## Resuming")[2]
+    missing = [key for key in RESUME_MAY_CHANGE if f"`{key}`" not in section]
+    assert not missing, f"docs/errors.md, Resuming, does not list {missing}"
 
 
 def test_cached_hub_name_needs_no_network(tmp_path, monkeypatch):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import signal
 import tempfile
 from pathlib import Path
@@ -17,7 +18,8 @@ from helpers import REPO, assert_resumed_like, fit, resume_config, small_config,
 from caopd_pl.__main__ import main
 from caopd_pl.cli import cli_main
 from caopd_pl.datamodule import EpochPermutation, RolloutDataModule
-from caopd_pl.resume import AtomicCheckpointIO, epoch_seed
+from caopd_pl.errors import DiskFull
+from caopd_pl.resume import CONFIG_KEY, RESUME_MAY_CHANGE, AtomicCheckpointIO, changed_settings, epoch_seed
 
 
 def rng_by_batch(path: Path) -> dict[tuple[int, int], str]:
@@ -132,7 +134,7 @@ def test_a_write_that_runs_out_of_disk_leaves_the_previous_checkpoint_whole(tmp_
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(torch, "save", disk_full)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(DiskFull, match=f"no space left on device writing '{target}'"):  # an OSError, one line
         AtomicCheckpointIO().save_checkpoint({"epoch": 2}, target)
     monkeypatch.undo()
     assert torch.load(target) == {"epoch": 1}
@@ -179,3 +181,69 @@ def test_ckpt_path_last_that_links_to_a_removed_checkpoint_fails_in_one_line(tmp
     assert f"other checkpoints there: {tmp_path / 'checkpoints/epoch=2-step=6.ckpt'}; give one" in (
         capsys.readouterr().err
     )
+
+
+def resumable_copy(tiny_run: Path, root: Path) -> Path:
+    """The tiny run's checkpoints and config under ``root`` (its own run to resume); returns the config."""
+    shutil.copytree(tiny_run / "checkpoints", root / "checkpoints")
+    config = root / "config.yaml"
+    config.write_text((tiny_run / "config.yaml").read_text().replace(str(tiny_run), str(root)))
+    return config
+
+
+CHANGES = {
+    "model size": (["--model.model.tiny.hidden_size", "64"], "model.model.tiny.hidden_size is 32 there, 64 here"),
+    "task": (["--data.task.init_args.levels", "[1+1]"], "data.task.init_args.levels is ['1+1', '2+1', '2+2', '2*1']"),
+    "calibration": (["--data.calibration", "none"], "data.calibration is 'empirical' there, 'none' here"),
+    "optimizer": (
+        ["--model.optimizer", "torch.optim.SGD", "--model.optimizer.lr", "0.1"],
+        "model.optimizer.class_path is 'torch.optim.AdamW' there, 'torch.optim.SGD' here",
+    ),
+    "seed": (["--seed_everything", "1"], "seed_everything is 0 there, 1 here"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("change", sorted(CHANGES))
+def test_a_resume_that_changes_the_experiment_is_refused_in_one_line(change, tiny_run, tmp_path, capsys):
+    config = resumable_copy(tiny_run, tmp_path)
+    capsys.readouterr()
+    args, expected = CHANGES[change]
+    assert main(["fit", "--config", str(config), "--ckpt_path", "last", "--trainer.max_epochs", "3", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("caopd_pl fit: error: --ckpt_path='last' was trained with other ")
+    assert expected in err[0] and "docs/errors.md, Resuming" in err[0]
+    assert not (tmp_path / "logs").exists()  # refused before anything ran
+
+
+@pytest.mark.slow
+def test_a_checkpoint_without_a_saved_config_is_compared_by_its_model_settings(tiny_run, tmp_path, capsys):
+    config = resumable_copy(tiny_run, tmp_path)
+    checkpoint = torch.load(tmp_path / "checkpoints/last.ckpt", weights_only=False)
+    del checkpoint[CONFIG_KEY]  # as written before configs were saved
+    torch.save(checkpoint, tmp_path / "checkpoints/last.ckpt")
+    capsys.readouterr()
+    args = ["fit", "--config", str(config), "--ckpt_path", "last", "--model.model.tiny.hidden_size", "64"]
+    assert main(args) == 2
+    assert "model.model.tiny.hidden_size is 32 there, 64 here" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_resume_may_train_longer_log_elsewhere_and_evaluate_otherwise(tiny_run, tmp_path):
+    config = resumable_copy(tiny_run, tmp_path / "first")
+    elsewhere = tmp_path / "elsewhere"
+    args = ["--trainer.max_epochs", "3", "--trainer.default_root_dir", str(elsewhere), "--model.eval_max_new_tokens"]
+    ckpt = tmp_path / "first/checkpoints/last.ckpt"
+    assert main(["fit", "--config", str(config), "--ckpt_path", str(ckpt), *args, "10"]) == 0
+    resumed = torch.load(elsewhere / "checkpoints/last.ckpt", weights_only=False)
+    assert resumed["epoch"] == 2 and (elsewhere / "logs/version_0/metrics.csv").is_file()
+    # The config's evaluation setting is used as given (Lightning would put back the checkpoint's 8).
+    assert resumed["hyper_parameters"]["eval_max_new_tokens"] == 10
+    assert resumed[CONFIG_KEY]["model"]["eval_max_new_tokens"] == 10
+
+
+def test_changed_settings_names_what_differs_and_passes_over_what_may():
+    saved = {"model": {"lora": None, "tiny": {"width": 32}, "eval_max_new_tokens": 8}, "trainer": {"max_epochs": 2}}
+    current = {"model": {"lora": {"r": 8}, "tiny": {"width": 32, "new_field": 1}, "eval_max_new_tokens": 24}}
+    current |= {"trainer": {"max_epochs": 9}, "ckpt_path": "last"}
+    assert changed_settings(saved, current, RESUME_MAY_CHANGE) == [("model.lora", None, {"r": 8})]

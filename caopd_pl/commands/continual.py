@@ -3,8 +3,10 @@
 Reads a ``configs/continual/*.yaml`` with the jsonargparse parser of :mod:`caopd_pl.continual.config` (every field
 of the config is also an option: ``--out DIR``, ``--seed 3``) and runs
 :class:`caopd_pl.continual.runner.ContinualRunner`. Re-running the same command resumes a killed run: finished
-stages and evaluations are reused. Exit status 0 on success, 2 on a bad configuration. The runner (and with it
-torch and Lightning) loads only after the arguments parse, so ``--help`` and a bad config answer at once.
+stages and evaluations are reused; a run directory started under another configuration is refused before anything
+runs. Exit status 0 on success, 2 on a bad configuration or a run directory of another one (one line). The runner
+(and with it torch and Lightning) loads only after the arguments parse, so ``--help`` and a bad config answer at
+once.
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@
 The directory holds the weights (safetensors), the model config, the tokenizer with its chat template and a
 ``generation_config``; ``AutoModelForCausalLM.from_pretrained``, ``AutoTokenizer`` and vLLM load it as it is.
 
+The checkpoint is checked first (:mod:`caopd_pl.checkpoints`): a record that fails its checksum, or a weight that is
+NaN or infinite, stops the export in one line (exit status 2) before anything is written.
+
 The checkpoint holds the module's hyper-parameters (``save_hyperparameters``) and both models' weights, but not the
 architecture config or the tokenizer: the module is rebuilt from its hyper-parameters (the tiny model in code, a real
 one from ``model.model.name_or_path``), then the weights are loaded into it. A base model that moved since training
@@ -33,6 +36,7 @@ from typing import Any
 import yaml
 
 from caopd_pl.errors import UsageError
+from caopd_pl.files import save_into_dir
 
 DTYPE_NAMES = ("bfloat16", "float16", "float32")  # caopd_pl.models.loading.DTYPES, without importing torch for --help
 
@@ -79,7 +83,8 @@ def export(
         dtype: ``float32``, ``bfloat16`` or ``float16`` to cast the weights to; None keeps the trained dtype.
 
     Raises:
-        UsageError: the checkpoint or config is missing or unreadable, or the base model cannot be found.
+        UsageError: the checkpoint or config is missing or unreadable, the checkpoint is damaged (a record fails its
+            checksum) or holds non-finite weights, or the base model cannot be found.
     """
     import torch
 
@@ -90,12 +95,15 @@ def export(
     model = _exported_model(module, teacher)
     if dtype is not None:
         model.to(dtype=getattr(torch, dtype))
-    out.mkdir(parents=True, exist_ok=True)
     model.generation_config = _generation_config(
         model, module.tokenizer, module.eval_temperature, module.eval_max_new_tokens
     )
-    model.save_pretrained(out)
-    module.tokenizer.save_pretrained(out)
+
+    def save(folder: Path) -> None:
+        model.save_pretrained(folder)
+        module.tokenizer.save_pretrained(folder)
+
+    save_into_dir(out, save)  # each file whole, readable by others (safetensors writes 0600); a failure writes none
     return out
 
 
@@ -109,15 +117,10 @@ def _exported_model(module: Any, teacher: bool) -> Any:
 
 
 def _read_checkpoint(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise UsageError(f"--ckpt_path={str(path)!r} does not exist; give a checkpoint written by fit (last.ckpt)")
-    import torch  # here, not at the top: ``export --help`` stays fast
+    """The checkpoint, whole and with finite weights (:func:`caopd_pl.checkpoints.read_checkpoint`)."""
+    from caopd_pl.checkpoints import read_checkpoint  # imports torch: ``export --help`` stays fast
 
-    try:
-        # mmap: the optimizer states in the file are never read into memory.
-        checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
-    except Exception as err:  # a truncated or foreign file: torch's errors vary by cause
-        raise UsageError(f"--ckpt_path={str(path)!r} is not a readable checkpoint ({type(err).__name__})") from err
+    checkpoint = read_checkpoint(path)
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "hyper_parameters" not in checkpoint:
         raise UsageError(f"--ckpt_path={str(path)!r} is not a CaOPD checkpoint (no state_dict or hyper_parameters)")
     return checkpoint

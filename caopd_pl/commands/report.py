@@ -6,8 +6,9 @@ parse_confidence`; none counts as 0 and lowers format adherence) and ``correct``
 could not decide; a line without ``status`` counts in neither). Writes ``DIR/metrics.json`` and ``DIR/reliability.png``
 and prints a table. Malformed lines (not UTF-8, bad JSON, no ``completion`` or ``correct``, a ``status`` that is not
 one of verify's or disagrees with ``correct``) are reported with their line numbers and skipped; exit status 1 if
-there were any, 2 if no line was usable, or the input or ``--out`` is not usable (one line). torch and the plotting
-code load only after the arguments parse, so ``--help`` is instant.
+there were any, 2 if no line was usable, or the input or ``--out`` is not usable (one line), 3 if the disk filled up
+(one line naming the filesystem). The two files are written as a whole or not at all: a report that fails leaves
+``DIR`` as it was. torch and the plotting code load only after the arguments parse, so ``--help`` is instant.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from caopd_pl.errors import UsageError
+from caopd_pl.errors import DiskFull, UsageError, is_disk_full
 
 if TYPE_CHECKING:
     import torch
@@ -107,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
 
     Returns:
         0; 1 when some lines were malformed; 2 when no line was usable.
+
+    Raises:
+        UsageError: bad arguments or paths (status 2).
+        DiskFull: the disk filled up (status 3); ``--out`` is as it was.
     """
     parser = argparse.ArgumentParser(prog="python -m caopd_pl report", description=__doc__.split("\n\n")[0])
     parser.add_argument("--input", required=True, help="JSONL with completion and correct per line (verify's output)")
@@ -120,20 +125,41 @@ def main(argv: list[str] | None = None) -> int:
     if not judged.rows:
         print(f"caopd_pl report: no usable line in {args.input}", file=sys.stderr)
         return 2
-    from caopd_pl.files import atomic_write_json
     from caopd_pl.metrics import without_nan
 
     metrics, confidence, correct = summarise(judged.rows)
     try:
         out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:  # a file on the way, no permission
+    except OSError as err:  # a file on the way, no permission; a full disk is reported as such
+        if is_disk_full(err):
+            raise DiskFull(err, out) from err
         raise UsageError(f"--out={args.out!r}: cannot create the folder ({err.strerror}); give another path") from err
     tallies = {"timeouts": judged.statuses["timeout"], "verifier_errors": judged.statuses["error"]}
     # undefined SPR/AUROC as null, valid JSON
-    atomic_write_json(out / "metrics.json", {**without_nan(metrics), **tallies, "malformed_lines": judged.malformed})
-    from caopd_pl.plots import reliability_diagram
-
-    reliability_diagram(confidence, correct, out / "reliability.png", title=args.title or Path(args.input).name)
+    payload = {**without_nan(metrics), **tallies, "malformed_lines": judged.malformed}
+    write_report(out, payload, confidence, correct, title=args.title or Path(args.input).name)
     print(table({**metrics, **tallies}))
     print(f"wrote {out / 'metrics.json'} and {out / 'reliability.png'}")
     return 1 if judged.malformed else 0
+
+
+def write_report(
+    out: Path, metrics: dict[str, Any], confidence: torch.Tensor, correct: torch.Tensor, title: str
+) -> None:
+    """``out/metrics.json`` and ``out/reliability.png``, both or (on a full disk) neither.
+
+    Raises:
+        DiskFull: no space or quota left; ``out`` is as it was.
+    """
+    import json
+
+    from caopd_pl.files import atomic_write_files, json_value
+    from caopd_pl.plots import reliability_diagram
+
+    text = json.dumps(metrics, indent=2, default=json_value) + "\n"
+    atomic_write_files(
+        {
+            out / "metrics.json": lambda file: file.write(text.encode("utf-8")),
+            out / "reliability.png": lambda file: reliability_diagram(confidence, correct, file, title=title),
+        }
+    )

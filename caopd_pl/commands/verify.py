@@ -4,11 +4,14 @@ Each input line is ``{"completion": str, "reference": ...}`` plus any other fiel
 is the input object with ``correct`` (bool), ``detail`` (str) and ``status`` (``correct``, ``wrong``, or, for wrong
 verdicts the verifier could not decide, ``timeout`` or ``error``) added, in input order. A malformed line (not UTF-8,
 bad JSON, not an object, no string ``completion``, no ``reference``) is reported on stderr with its line number and
-left out of the output; the rest is judged. Exit status: 0, or 1 when some line was malformed.
+left out of the output; the rest is judged. Exit status: 0, 1 when some line was malformed, 2 on bad arguments, 3
+when the disk filled up (one line naming the filesystem and how many judged lines the output holds).
 
 Nothing is lost: the paths are checked before anything is read or written (an ``--output`` that is the input, a
 folder, or in a missing folder stops with one line), and judged lines are written batch by batch, so a run that stops
-early keeps every line judged so far.
+early keeps every line judged so far. Every judged line is written: a string JSON cannot write as UTF-8 (a lone
+surrogate, half of an emoji) is written with ASCII escapes (:func:`caopd_pl.files.json_line`). The output only ever
+ends with a whole line: a write cut short by a full disk is cut back to the last whole batch.
 """
 
 from __future__ import annotations
@@ -20,12 +23,12 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, TextIO
+from typing import Any, BinaryIO
 
 from tqdm import tqdm
 
-from caopd_pl.errors import UsageError
-from caopd_pl.files import json_object
+from caopd_pl.errors import DiskFull, UsageError, is_disk_full
+from caopd_pl.files import json_line, json_object
 from caopd_pl.verifiers import Verdict, Verifier, build
 
 
@@ -105,14 +108,45 @@ def batches(items: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[st
         yield batch
 
 
-def judge(verifier: Verifier, batch: list[dict[str, Any]], out: TextIO, tally: Tally) -> None:
+class Output:
+    """The output file, written a batch at a time; a batch the disk cannot hold is cut back off.
+
+    Args:
+        handle: the file, opened ``wb`` unbuffered (each batch goes out in ``os.write`` calls, none left in a buffer).
+    """
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self.handle, self.written, self.lines = handle, 0, 0
+
+    def write_batch(self, lines: list[bytes]) -> None:
+        """Append ``lines``, all of them or (raising) none.
+
+        Raises:
+            DiskFull: no space or quota left; the file is cut back to the lines written before this batch.
+        """
+        data = memoryview(b"".join(lines))
+        try:
+            while data:
+                data = data[self.handle.write(data) :]
+        except OSError as err:
+            if not is_disk_full(err):
+                raise
+            self.handle.truncate(self.written)  # needs no space: the file ends with a whole line again
+            self.handle.seek(self.written)
+            raise DiskFull(err, self.handle.name, f"the output holds the first {self.lines} judged lines") from err
+        self.written += sum(len(line) for line in lines)
+        self.lines += len(lines)
+
+
+def judge(verifier: Verifier, batch: list[dict[str, Any]], out: Output, tally: Tally) -> None:
     verdicts = verifier.verify_batch([r["completion"] for r in batch], [r["reference"] for r in batch])
+    lines = []
     for record, verdict in zip(batch, verdicts):
         judged = {**record, "correct": verdict.correct, "detail": verdict.detail, "status": verdict.status}
-        out.write(json.dumps(judged, ensure_ascii=False))
-        out.write("\n")
+        lines.append(json_line(judged))
+    out.write_batch(lines)  # a run that stops later keeps this batch
+    for verdict in verdicts:
         tally.count(verdict)
-    out.flush()  # a run that stops later keeps this batch
 
 
 def build_verifier(name: str, init_args: str | None) -> Verifier:
@@ -155,15 +189,17 @@ def check_paths(source: Path, target: Path) -> None:
         raise UsageError(f"--output={str(target)!r}: folder {str(target.parent)!r} does not exist; create it first")
 
 
-def open_output(target: Path) -> TextIO:
-    """``target`` opened for writing.
+def open_output(target: Path) -> BinaryIO:
+    """``target`` opened for writing, in binary and unbuffered (:class:`Output`).
 
     Raises:
         UsageError: it cannot be written (permissions, a read-only filesystem); the message names the reason.
     """
     try:
-        return target.open("w", encoding="utf-8")
+        return target.open("wb", buffering=0)
     except OSError as err:
+        if is_disk_full(err):
+            raise DiskFull(err, target) from err
         raise UsageError(f"--output={str(target)!r}: cannot write it ({err.strerror}); give another path") from err
 
 
@@ -173,7 +209,8 @@ def run(args: argparse.Namespace) -> Tally:
     tally = Tally()
     verifier = build_verifier(args.verifier, args.init_args)
     try:
-        with source.open("rb") as source_file, open_output(target) as out:
+        with source.open("rb") as source_file, open_output(target) as handle:
+            out = Output(handle)
             name = verifier.name or type(verifier).__name__
             progress = tqdm(desc=f"verify ({name})", unit="line", disable=args.quiet)
             for batch in batches(records(source_file, tally), args.batch_size):
@@ -194,6 +231,10 @@ def main(argv: list[str] | None = None) -> int:
 
     Returns:
         0, or 1 when some input line was malformed (the others are still judged and written).
+
+    Raises:
+        UsageError: bad arguments (status 2).
+        DiskFull: the output's disk filled up (status 3); the output holds the lines judged before, whole.
     """
     parser = argparse.ArgumentParser(prog="python -m caopd_pl verify", description=__doc__.split("\n\n")[1])
     parser.add_argument("--verifier", required=True, help="registered name (see `verifiers`), class path, or JSON spec")

@@ -292,9 +292,7 @@ class _DistributedLayout:
                 tp_group, _ = torch.distributed.new_subgroups(group_size=tp)
         return cls(world, rank, tp, tp_group, trainer_owns_process_group=initialized)
 
-    def pool(
-        self, prompts: list[list[int]], seed: int
-    ) -> tuple[list[list[int]], list[tuple[int, int]], slice]:
+    def pool(self, prompts: list[list[int]], seed: int) -> tuple[list[list[int]], list[tuple[int, int]], slice]:
         """The prompts this rank's engine runs (the whole tensor-parallel group's), each one's (seed, index in its
         owner's list), and the slice that is ours. Every rank of a group issues the same requests."""
         if self.tp_group is None:

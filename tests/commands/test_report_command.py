@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -78,3 +81,50 @@ def test_report_bad_paths_stop_in_one_line(tmp_path, capsys, case, message):
     assert main(["report", *args]) == 2
     assert capsys.readouterr().err == f"caopd_pl report: error: {message.format(tmp=str(tmp_path))}\n"
     assert source.read_bytes() == judged("A", True)
+
+
+def _reports(tmp_path) -> tuple[Path, Path]:
+    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+    first.write_bytes(judged("A", True) + judged("B", False))
+    second.write_bytes(judged("A", True) + judged("B", True) + judged("C", True))
+    return first, second
+
+
+def _assert_report_is_the_first(out: Path, metrics: bytes, png: bytes) -> None:
+    assert (out / "metrics.json").read_bytes() == metrics and (out / "reliability.png").read_bytes() == png
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "reliability.png"]  # no temporary file left
+
+
+def test_a_report_the_disk_cannot_hold_leaves_the_previous_one_whole(tmp_path, capsys, monkeypatch):
+    # ENOSPC injected where the figure is written (a real full filesystem: the test below, where one can be mounted).
+    import matplotlib.figure
+
+    first, second = _reports(tmp_path)
+    out = tmp_path / "rep"
+    assert main(["report", "--input", str(first), "--out", str(out)]) == 0
+    metrics, png = (out / "metrics.json").read_bytes(), (out / "reliability.png").read_bytes()
+
+    def disk_full(self, file, *args, **kwargs):
+        file.write(b"\x89PNG half a figure")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", disk_full)
+    capsys.readouterr()
+    assert main(["report", "--input", str(second), "--out", str(out)]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [err[0]] and err[0].startswith("caopd_pl report: error: no space left on device writing ")
+    _assert_report_is_the_first(out, metrics, png)  # not a new metrics.json beside the old figure
+
+
+def test_report_on_a_really_full_disk(tmp_path, small_disk, capsys):
+    first, second = _reports(tmp_path)
+    out = small_disk / "rep"
+    assert main(["report", "--input", str(first), "--out", str(out)]) == 0
+    metrics, png = (out / "metrics.json").read_bytes(), (out / "reliability.png").read_bytes()
+    free = shutil.disk_usage(small_disk).free
+    (small_disk / "filler").write_bytes(b"\0" * (free - 8192))  # room for a new metrics.json, not for a figure
+    capsys.readouterr()
+    assert main(["report", "--input", str(second), "--out", str(out)]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"(tmpfs at {small_disk}, " in err[0] and "Traceback" not in err[0]
+    _assert_report_is_the_first(out, metrics, png)

@@ -3,6 +3,7 @@ rest."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -194,3 +195,78 @@ def test_verify_and_report_count_timeouts_and_errors_apart(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert "skipped line 5: 'status' must be one of correct, wrong, timeout, error and agree with 'correct'" in err
     assert "timeouts" in out and "verifier_errors" in out
+
+
+def test_a_lone_surrogate_is_written_and_the_lines_after_it_are_judged(tmp_path, capsys):
+    # Valid JSON: "\ud83d" is half of an emoji (a completion cut off mid-character). UTF-8 cannot hold it.
+    lines = [json.dumps({"completion": f"<answer>{i}</answer>", "reference": str(i), "id": i}) for i in range(6)]
+    lines[2] = '{"completion": "<answer>2</answer> \\ud83d", "reference": "2", "id": 2}'
+    source, target = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    source.write_text("\n".join(lines) + "\n")
+    assert main(["verify", "--verifier", "exact", "--input", str(source), "--output", str(target), "--quiet"]) == 0
+    out = [json.loads(line) for line in target.read_bytes().decode("utf-8").splitlines()]
+    assert [row["id"] for row in out] == list(range(6))  # every line judged and written, in order
+    assert out[2]["completion"] == json.loads(lines[2])["completion"]  # the same string, read back
+    assert "judged 6 lines" in capsys.readouterr().err
+
+
+class _FillingFile:
+    """An unbuffered binary file on a disk that holds ``room`` more bytes: then a short write, then ENOSPC."""
+
+    def __init__(self, path: Path, room: int) -> None:
+        self.file, self.room, self.name = open(path, "wb", buffering=0), room, str(path)
+
+    def write(self, data) -> int:
+        if self.room == 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written = self.file.write(bytes(data[: self.room]))
+        self.room -= written
+        return written
+
+    def __getattr__(self, name):
+        return getattr(self.file, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.file.close()
+
+
+def _judged_lines(count: int) -> list[str]:
+    return [
+        json.dumps({"completion": f"<answer>{i}</answer>" + " pad" * 20, "reference": str(i)}) for i in range(count)
+    ]
+
+
+def _assert_whole_lines(target: Path, err: str) -> list[dict]:
+    data = target.read_bytes()
+    assert data.endswith(b"\n")  # no torn last line
+    out = [json.loads(line) for line in data.decode("utf-8").splitlines()]
+    assert f"the output holds the first {len(out)} judged lines" in err
+    return out
+
+
+def test_a_full_disk_stops_verify_in_one_line_with_whole_lines_kept(tmp_path, capsys, monkeypatch):
+    # ENOSPC injected at the write layer (a real full filesystem: the test below, where a tmpfs can be mounted).
+    source, target = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    source.write_text("\n".join(_judged_lines(100)) + "\n")
+    monkeypatch.setattr(verify, "open_output", lambda path: _FillingFile(path, room=3000))
+    args = ["verify", "--verifier", "exact", "--input", str(source), "--output", str(target), "--batch-size", "8"]
+    assert main([*args, "--quiet"]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"caopd_pl verify: error: no space left on device writing '{target}'")
+    out = _assert_whole_lines(target, err[0])
+    assert 0 < len(out) < 100 and len(out) % 8 == 0  # whole batches: the one cut short is cut back off
+
+
+def test_verify_on_a_really_full_disk(tmp_path, small_disk, capsys):
+    source, target = tmp_path / "in.jsonl", small_disk / "judged.jsonl"
+    source.write_text("\n".join(_judged_lines(1000)) + "\n")  # ~120 KB of output for a 64 KB disk
+    args = ["verify", "--verifier", "exact", "--input", str(source), "--output", str(target), "--batch-size", "16"]
+    assert main([*args, "--quiet"]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and not any("Traceback" in line for line in err)
+    assert f"(tmpfs at {small_disk}, 0 B free)" in err[0]  # names the disk
+    out = _assert_whole_lines(target, err[0])
+    assert [row["reference"] for row in out] == [str(i) for i in range(len(out))]

@@ -71,3 +71,62 @@ def test_killed_run_resumes_to_the_uninterrupted_summary(tmp_path):
         assert image.shape[0] > 100 and image.shape[1] > 100, name
     leftovers = [p for p in (tmp_path / "resumed").rglob("*.tmp")]
     assert not leftovers, leftovers
+
+
+TINY = REPO / "configs/continual/tiny.yaml"
+
+
+def _no_work(*args, **kwargs):
+    raise AssertionError("the runner went on with the run directory of another configuration")
+
+
+def _one_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in err[0], err
+    return err[0]
+
+
+@pytest.mark.slow
+def test_a_rerun_with_another_seed_does_not_reuse_the_first_runs_warm_start(tmp_path, capsys, monkeypatch):
+    from caopd_pl.__main__ import main
+    from caopd_pl.continual.config import load_config
+    from caopd_pl.continual.runner import ContinualRunner
+
+    monkeypatch.chdir(REPO)  # the config's fit_config is relative to the repository
+    out = tmp_path / "run"
+    ContinualRunner(load_config(TINY, out=str(out))).warm_start()  # seed 0's warm start; then the runner was killed
+    monkeypatch.setattr(ContinualRunner, "evaluate", _no_work)
+    capsys.readouterr()
+    assert main(["continual", "--config", str(TINY), "--out", str(out), "--seed", "1"]) == 2
+    line = _one_line(capsys)
+    assert line.startswith(f"caopd_pl continual: error: {out / 'base/state.json'} was written by a different ")
+    assert "(seed is 0 there, 1 here)" in line
+
+
+def test_a_changed_config_after_a_finished_stage_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
+    from caopd_pl.__main__ import main
+    from caopd_pl.continual.config import load_config
+    from caopd_pl.continual.runner import ContinualRunner
+
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "run"
+    first = load_config(TINY, out=str(out))
+    state = {"fingerprint": first.fingerprint(), "finished": ["arithmetic"], "settings": first.settings()}
+    (out / "empirical").mkdir(parents=True)
+    (out / "empirical/state.json").write_text(json.dumps(state))  # stage 1 of the seed-0 run finished
+    monkeypatch.setattr(ContinualRunner, "warm_start", _no_work)  # refused before any work
+    args = ["continual", "--config", str(TINY), "--out", str(out), "--calibration", "empirical", "--seed", "1"]
+    assert main(args) == 2
+    line = _one_line(capsys)
+    assert f"{out / 'empirical/state.json'} was written by a different configuration (seed is 0 there, 1 here)" in line
+
+
+def test_a_warm_start_no_state_file_vouches_for_is_refused(tmp_path, capsys, monkeypatch):
+    from caopd_pl.__main__ import main
+
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "run"
+    (out / "base/student").mkdir(parents=True)
+    (out / "base/student/config.json").write_text("{}")  # a run of a version before base/state.json
+    assert main(["continual", "--config", str(TINY), "--out", str(out)]) == 2
+    assert "holds a warm start that no state file ties to a configuration" in _one_line(capsys)

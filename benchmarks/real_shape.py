@@ -242,10 +242,7 @@ def rehearsal_config(run: Run, shape: Shape, checkpoint: Path, task: dict[str, A
         limit_val_batches=0,
         log_every_n_steps=1,
     )
-    trainer["logger"]["init_args"]["save_dir"] = str(out)
-    for callback in trainer.get("callbacks") or []:
-        if callback["class_path"].endswith("ModelCheckpoint"):
-            callback["init_args"]["dirpath"] = str(out / "checkpoints")
+    # default_root_dir (above) places the logs, the checkpoints and the test results: the CLI derives each from it
     model["model"].update(name_or_path=str(checkpoint), dtype=run.dtype, gradient_checkpointing=True)
     model["eval_max_new_tokens"] = shape.completion_tokens
     if model.get("scheduler"):

@@ -54,6 +54,7 @@ def test_paper_config_holds_the_reference_settings(path, capsys):
     assert model["model"]["dtype"] == "bfloat16" and trainer["precision"] == "bf16-true"
     assert model["model"]["gradient_checkpointing"] is True
     assert model["loss"]["divergence"] == "reverse" and model["loss"]["skip_first_tokens"] == 3
+    assert model["loss"]["average"] == "sequence"  # per completion, then over completions (issue 21, item 5)
     assert model["ema_rate"] == 0.01
     assert model["optimizer"]["init_args"]["lr"] == 2e-5
     schedule = model["scheduler"]["init_args"]

@@ -236,8 +236,13 @@ def iter_merged_parameters(
         model: the model the names belong to (its LoRA layers compute the deltas).
 
     Adapter tensors are left out, and ``...q_proj.base_layer.weight`` comes out as ``...q_proj.weight`` holding
-    ``W + (alpha / r) B @ A`` in W's dtype, as peft's own merge writes it. One merged weight at a time: no copy of
-    the model.
+    ``W + (alpha / r) B @ A``, summed in float32 and yielded in float32 when W is half precision: the engine casts
+    it once to its own dtype. An fp32 engine (vLLM on CPU) then holds the student exactly; a bf16 engine holds it
+    rounded once. Summed in bf16 (peft's merge, what this did before), the adapter's early change mostly rounded
+    away whatever the engine's dtype: after one step at lr 5e-5 on SmolLM2-135M, 99% of adapted elements were
+    unchanged and the merged model kept a quarter of the adapter's effect on the policy (docs/scaling.md,
+    ``benchmarks/lora_bf16_gap.py``).
+    One merged weight at a time: no copy of the model.
     """
     for name, tensor in named:
         parts = name.split(".")
@@ -250,8 +255,9 @@ def iter_merged_parameters(
         layer = model.get_submodule(".".join(parts[:index]))
         if parts[-1] == "weight":
             with torch.no_grad():
+                tensor = tensor.to(torch.promote_types(tensor.dtype, torch.float32))  # summed in fp32 (docstring)
                 for adapter in layer.active_adapters:
-                    tensor = tensor + layer.get_delta_weight(adapter).to(tensor.dtype)
+                    tensor = tensor + layer.get_delta_weight(adapter)
         yield ".".join(parts[:index] + parts[index + 1 :]), tensor
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 import weakref
 from pathlib import Path
 
@@ -148,9 +150,14 @@ def test_close_releases_memory_and_processes(tokenizer, prompts):
     kv_refs = engine.llm.collective_rpc(lambda worker: [weakref.ref(t) for t in worker.model_runner.kv_caches])[0]
     directory = engine._dir
     assert kv_refs and Path(directory, "config.json").exists()
+    # Started while the engine lives, not by it (as a verifier's worker pool is): close must leave it running.
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
 
     engine.close()
     engine.close()  # idempotent
+    assert bystander.poll() is None, "close() killed a process that was not vLLM's"
+    bystander.kill()
+    bystander.wait()
     assert model_ref() is None and all(ref() is None for ref in kv_refs)  # weights and KV cache freed
     assert not Path(directory).exists()
     assert {child.pid for child in _children()} <= children
@@ -304,8 +311,17 @@ def test_sync_pushes_changed_weights_only(engine, student, tokenizer, prompts):
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     redraw(student, seed=1)  # and a large change, so that greedy paths move
-    engine.sync(student)
+    reload_log = logging.getLogger("vllm.model_executor.model_loader.reload.layerwise")
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    reload_log.addHandler(handler)
+    try:
+        engine.sync(student)
+    finally:
+        reload_log.removeHandler(handler)
     assert engine.num_pushes == pushes + 1
+    assert not [r.getMessage() for r in records if "Failed to load weights" in r.getMessage()]  # spurious: dropped
 
     after = assert_greedy_matches(engine, student, tokenizer, prompts)
     assert all(a != b for a, b in zip(after, before))

@@ -128,7 +128,12 @@ class _Run:
         for worker in self.pool._pool:
             if worker.ready and not worker.in_flight and self.pending:
                 chunk = [self.pending.popleft() for _ in range(min(self.chunk, len(self.pending)))]
-                worker.conn.send(chunk)
+                try:
+                    worker.conn.send(chunk)
+                except (OSError, ValueError):  # it died while idle (killed from outside): nothing of it ran
+                    self.pending.extendleft(reversed(chunk))
+                    self.pool._replace(worker)
+                    continue
                 worker.in_flight.extend(chunk)
                 worker.started = time.monotonic()
 

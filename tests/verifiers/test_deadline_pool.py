@@ -48,6 +48,20 @@ def test_worker_death_is_one_error_not_a_crash():
     assert verdict.status == "error" and verdict.detail == "error: verifier worker died (exit code 3)"
 
 
+def test_workers_killed_while_idle_cost_no_item():
+    # Something outside may kill an idle worker (an OOM killer; an engine's clean-up once reaped every process
+    # started after it, the verifier's workers included): the next call must judge every item, none as an error.
+    pool = DeadlinePool(math.sqrt, workers=2, timeout=5.0)
+    try:
+        assert pool.map([4.0]) == [("ok", 2.0)]
+        for worker in pool._pool:
+            worker.process.kill()
+            worker.process.join(timeout=5)
+        assert pool.map([4.0, 9.0, 16.0, 25.0]) == [("ok", 2.0), ("ok", 3.0), ("ok", 4.0), ("ok", 5.0)]
+    finally:
+        pool.close()
+
+
 def test_bad_arguments_fail_at_construction():
     with pytest.raises(ValueError, match="timeout > 0"):
         DeadlinePool(math.sqrt, workers=1, timeout=0)

@@ -48,6 +48,11 @@ class RunSummary(Callback):
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.started = time.perf_counter()
+        task = getattr(trainer.datamodule, "task", None)
+        if trainer.is_global_zero and task is not None:  # what judges the rollouts, said once at the start
+            kind = type(task.verifier)
+            name = getattr(kind, "name", "") or kind.__name__
+            print(f"task: {type(task).__name__}; verifier: {name} ({kind.__module__}.{kind.__qualname__})")
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         flush_loggers(trainer)  # the previous epoch's training and validation rows

@@ -450,7 +450,9 @@ class CaOPDModule(L.LightningModule):
         if len(by_readout) > 1:
             panels = {name: answer_tensors(with_readout(records, name))[:2] for name in by_readout}
             reliability_grid(panels, out / "reliability_readouts.png")
-        print(f"wrote {out / 'metrics.json'} and {out / 'reliability.png'}")
+        written = ["metrics.json", "test_predictions.jsonl", "reliability.png"]
+        written += ["reliability_readouts.png"] if len(by_readout) > 1 else []
+        print(f"wrote {', '.join(written)} to {out}")
 
     def _output_dir(self) -> Path:
         out = Path(self.trainer.log_dir or self.trainer.default_root_dir)

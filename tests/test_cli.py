@@ -29,6 +29,7 @@ def test_fit_then_test_through_the_entry_point(tmp_path, capsys):
     assert f"checkpoints: {tmp_path / 'checkpoints'} (last: {tmp_path / 'checkpoints/last.ckpt'})" in out
     assert f"logs: {tmp_path / 'logs/version_0'} (config.yaml, hparams.yaml, metrics.csv)" in out
     assert "last validation: accuracy " in out  # the end-of-fit summary
+    assert "task: ArithmeticTask; verifier: exact (caopd_pl.verifiers.exact.ExactAnswerVerifier)" in out  # the judge
 
     rows = metrics_rows(tmp_path)
     logged = {key for row in rows for key, value in row.items() if value}
@@ -44,6 +45,8 @@ def test_fit_then_test_through_the_entry_point(tmp_path, capsys):
     ckpt = str(tmp_path / "checkpoints/last.ckpt")
     assert main(["test", "--config", str(config), "--ckpt_path", ckpt]) == 0
     assert main(["test", "--config", str(config), "--ckpt_path", ckpt]) == 0  # replaces, no second folder
+    written = "wrote metrics.json, test_predictions.jsonl, reliability.png, reliability_readouts.png to "
+    assert written + str(tmp_path / "test" / "last") in capsys.readouterr().out  # every file it writes, named
     (metrics_file,) = tmp_path.glob("*/*/metrics.json")
     assert metrics_file.parent == tmp_path / "test" / "last"
     metrics = json.loads(metrics_file.read_text())

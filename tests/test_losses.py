@@ -350,11 +350,12 @@ def test_loss_is_as_exact_as_float32_allows_at_the_qwen_vocabulary(kind, scale):
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", KINDS)
 def test_chunked_loss_is_as_exact_as_float32_naive_at_the_qwen_shape(kind):
-    # End to end at Qwen's vocabulary and Qwen2.5-0.5B's hidden size: projection, chunks, both gradients.
+    # End to end at Qwen's vocabulary: projection, chunks, both gradients (a small hidden size keeps the float64
+    # reference quick; the vocabulary is what the accumulation error grew with).
     generator = torch.Generator().manual_seed(0)
-    hidden_size = 896
+    hidden_size = 128
     hidden = torch.randn(32, hidden_size, generator=generator)
-    weight = torch.randn(QWEN_VOCAB, hidden_size, generator=generator) * 0.1
+    weight = torch.randn(QWEN_VOCAB, hidden_size, generator=generator) * 0.25  # logits of std ~3
     teacher_hidden = hidden + 0.5 * torch.randn(32, hidden_size, generator=generator)
     errors = {}
     for name, dtype in [("exact", torch.float64), ("naive", torch.float32), ("ours", torch.float32)]:

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from caopd_pl.files import atomic_write  # noqa: E402
-from caopd_pl.metrics import confidence_bins  # noqa: E402
+from caopd_pl.metrics import confidence_bins, expected_calibration_error  # noqa: E402
 
 
 def _bin_stats(confidence: torch.Tensor, correct: torch.Tensor, num_bins: int):
@@ -25,7 +25,8 @@ def _bin_stats(confidence: torch.Tensor, correct: torch.Tensor, num_bins: int):
 
 
 def draw_reliability(ax, confidence: torch.Tensor, correct: torch.Tensor, title: str = "", num_bins: int = 10):
-    """One reliability diagram on ``ax``: accuracy per confidence bin against the diagonal."""
+    """One reliability diagram on ``ax``: accuracy per confidence bin against the diagonal, with the panel's ECE,
+    accuracy, mean confidence and count in its lower right corner (every panel of a grid carries its own)."""
     count, acc, conf = _bin_stats(confidence, correct, num_bins)
     centers = (torch.arange(num_bins, dtype=torch.float64) + 0.5) / num_bins
     filled = count > 0
@@ -36,6 +37,14 @@ def draw_reliability(ax, confidence: torch.Tensor, correct: torch.Tensor, title:
         ax.text(x, 0.02, str(int(n)), ha="center", fontsize=7)
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="stated confidence", ylabel="accuracy", title=title)
     ax.legend(loc="upper left", fontsize=7)
+    if len(confidence):
+        ece = float(expected_calibration_error(confidence, correct, num_bins))
+        stats = (
+            f"ECE {ece:.3f}\naccuracy {float(correct.double().mean()):.3f}\n"
+            f"confidence {float(confidence.double().mean()):.3f}\nn {len(confidence)}"
+        )
+        box = {"boxstyle": "round", "facecolor": "white", "alpha": 0.85}
+        ax.text(0.97, 0.1, stats, transform=ax.transAxes, ha="right", va="bottom", fontsize=8, bbox=box)
 
 
 def reliability_diagram(

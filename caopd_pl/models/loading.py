@@ -42,6 +42,11 @@ class ModelConfig:
     gradient_checkpointing: bool = False
     """Recompute each decoder layer's activations in the backward pass to save memory (non-reentrant; active
     while the student is in train mode, which the module keeps it in during training steps)."""
+    chat_template: str | None = None
+    """A chat template for a tokenizer without one (a base model), or to replace its own: a built-in name
+    (``chatml``: ``<|im_start|>role ... <|im_end|>`` turns; ``plain``: ``User: ...`` / ``Assistant: ...`` turns, each
+    ending with the tokenizer's EOS), a path to a Jinja file, or the template text itself. None keeps the
+    tokenizer's. The model learns to answer in it (the warm start); saved checkpoints and exports carry it."""
 
 
 def load_model(config: ModelConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -63,6 +68,8 @@ def load_model(config: ModelConfig) -> tuple[PreTrainedModel, PreTrainedTokenize
             trust_remote_code=config.trust_remote_code,
             attn_implementation=config.attn_implementation,
         )
+    if config.chat_template is not None:
+        tokenizer.chat_template = resolve_chat_template(config.chat_template)
     _check_tokenizer(tokenizer, config.name_or_path)
     _check_readout(model, config.name_or_path)
     if config.gradient_checkpointing:
@@ -88,9 +95,51 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> PreTra
     return AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
 
 
+CHAT_TEMPLATES: dict[str, str] = {
+    "chatml": (
+        "{% for message in messages %}"
+        "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+        "{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+    ),
+    "plain": (
+        "{% for message in messages %}"
+        "{{ message['role'] | capitalize + ': ' + message['content'] }}"
+        "{% if message['role'] == 'assistant' %}{{ eos_token }}{% endif %}{{ '\\n\\n' }}"
+        "{% endfor %}"
+        "{% if add_generation_prompt %}{{ 'Assistant: ' }}{% endif %}"
+    ),
+}
+"""The built-in chat templates ``model.model.chat_template`` names, for base models that have none."""
+
+
+def resolve_chat_template(value: str) -> str:
+    """The template text ``model.model.chat_template`` means: a built-in's, a Jinja file's, or the value itself.
+
+    Raises:
+        ValueError: a value that is none of these (not a built-in name, no such file, and no Jinja in it).
+    """
+    if value in CHAT_TEMPLATES:
+        return CHAT_TEMPLATES[value]
+    path = Path(value).expanduser()
+    if path.suffix in (".jinja", ".j2", ".txt") or path.is_file():
+        if not path.is_file():
+            raise ValueError(f"model.model.chat_template={value!r}: no such file")
+        return path.read_text()
+    if "{{" in value or "{%" in value:
+        return value
+    raise ValueError(
+        f"model.model.chat_template={value!r} is neither a built-in ({', '.join(CHAT_TEMPLATES)}), a Jinja file, "
+        "nor a template"
+    )
+
+
 def _check_tokenizer(tokenizer: PreTrainedTokenizerBase, name: str) -> None:
     if not tokenizer.chat_template:
-        raise ValueError(f"model.name_or_path={name!r}: the tokenizer has no chat template; use an instruct/chat model")
+        raise ValueError(
+            f"model.name_or_path={name!r}: the tokenizer has no chat template; use an instruct/chat model, or give "
+            f"one with model.model.chat_template (a Jinja file, or a built-in: {', '.join(CHAT_TEMPLATES)})"
+        )
     if tokenizer.eos_token_id is None:
         raise ValueError(f"model.name_or_path={name!r}: the tokenizer defines no eos_token")
     if tokenizer.pad_token_id is None:

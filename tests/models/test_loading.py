@@ -5,7 +5,7 @@ import torch
 
 from caopd_pl.data import DistillExample, collate_distill
 from caopd_pl.losses import masked_mean_divergence
-from caopd_pl.models.loading import ModelConfig, final_hidden_states, load_model
+from caopd_pl.models.loading import ModelConfig, final_hidden_states, load_model, load_tokenizer
 from caopd_pl.models.tiny import TinyModelConfig, build_tiny_model
 from caopd_pl.tasks.arithmetic import ArithmeticTask
 from caopd_pl.templates import prompt_ids
@@ -58,8 +58,31 @@ def test_tokenizer_without_chat_template_is_refused(tmp_path, tokenizer):
         tokenizer.save_pretrained(tmp_path)
     finally:
         tokenizer.chat_template = __import__("caopd_pl.models.tokenizer").models.tokenizer.CHATML_TEMPLATE
-    with pytest.raises(ValueError, match="chat template"):
+    with pytest.raises(
+        ValueError, match="chat template; use an instruct/chat model, or give one with model.model.chat"
+    ):
         load_model(ModelConfig(name_or_path=str(tmp_path)))
+
+    # A base model gets a template from the config: a built-in, a Jinja file, or the text (issue 25, item 3).
+    chat = [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]
+    _, plain = load_model(ModelConfig(name_or_path=str(tmp_path), chat_template="plain"))
+    assert plain.apply_chat_template(chat, tokenize=False) == f"User: 2+2?\n\nAssistant: 4{plain.eos_token}\n\n"
+    assert (
+        plain.apply_chat_template(chat[:1], tokenize=False, add_generation_prompt=True) == "User: 2+2?\n\nAssistant: "
+    )
+    _, chatml = load_model(ModelConfig(name_or_path=str(tmp_path), chat_template="chatml"))
+    assert chatml.apply_chat_template(chat[:1], tokenize=False, add_generation_prompt=True) == (
+        "<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n"
+    )
+    template = tmp_path / "mine.jinja"
+    template.write_text("{% for m in messages %}[{{ m['content'] }}]{% endfor %}")
+    _, mine = load_model(ModelConfig(name_or_path=str(tmp_path), chat_template=str(template)))
+    assert mine.apply_chat_template(chat, tokenize=False) == "[2+2?][4]"
+    mine.save_pretrained(tmp_path / "saved")  # checkpoints and exports carry it
+    assert load_tokenizer(str(tmp_path / "saved")).apply_chat_template(chat, tokenize=False) == "[2+2?][4]"
+    for bad, says in [("chat-ml", r"neither a built-in \(chatml, plain\)"), (str(tmp_path / "no.jinja"), "no such file")]:
+        with pytest.raises(ValueError, match=rf"model.model.chat_template=.*{says}"):
+            load_model(ModelConfig(name_or_path=str(tmp_path), chat_template=bad))
 
 
 def test_tiny_model_is_deterministic_in_its_seed(tokenizer):

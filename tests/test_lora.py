@@ -430,3 +430,22 @@ def test_a_lora_checkpoint_evaluates_with_its_adapter_whichever_config_names_it(
         assert lora["completion"] == merged["completion"]
         assert abs(lora["confidence"] - merged["confidence"]) < 1e-4  # merged weights, the same policy
     assert answers("base") != answers("lora")  # the adapter changed what the model says
+
+
+def test_peft_lora_options_pass_through_and_unsafe_ones_are_refused():
+    # Issue 25, item 3: a peft user sets more of LoraConfig than rank, alpha and dropout.
+    options = {"layers_to_transform": [0], "rank_pattern": {"q_proj": 2}}
+    settings = LoraSettings(rank=4, alpha=8.0, target_modules=["q_proj", "v_proj"], options=options)
+    module = lora_module(lora=settings)
+    adapted = {name for name, layer in module.student.named_modules() if hasattr(layer, "lora_A")}
+    assert adapted and all(".layers.0." in name for name in adapted)  # the second block has none
+    q_proj = next(layer for name, layer in module.student.named_modules() if name.endswith("layers.0.self_attn.q_proj"))
+    assert q_proj.lora_A[STUDENT].weight.shape[0] == 2 and q_proj.lora_A[TEACHER].weight.shape[0] == 2
+    for key, says in [
+        ("modules_to_save", "EMA teacher adapter does not cover"),
+        ("use_dora", "DoRA's merge differs"),
+        ("r", "set model.lora.rank"),
+        ("rank_patern", "not a LoraConfig field this code passes on"),
+    ]:
+        with pytest.raises(ValueError, match=rf"model.lora.options.{key}: .*{says}"):
+            LoraSettings(options={key: True})

@@ -21,7 +21,7 @@ import contextlib
 import sys
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -43,6 +43,12 @@ class LoraSettings:
     target_modules: str | list[str] = "all-linear"
     """Modules that get adapters: ``all-linear`` (every linear layer but the output layer) or a list of names
     (``[q_proj, v_proj]``). The output layer cannot take one: the chunked loss reads its weight directly."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """More of peft's ``LoraConfig`` fields, as named there: ``exclude_modules``, ``layers_to_transform``,
+    ``layers_pattern``, ``rank_pattern``, ``alpha_pattern``, ``use_rslora``, ``init_lora_weights``, ``bias``
+    (``none`` only). Refused, in one line: ``modules_to_save`` (full trainable copies the EMA teacher would not
+    cover), ``use_dora`` and other adapter kinds (the merge sent to the engines is plain LoRA's), and the fields
+    above (``r``, ``lora_alpha``, ``lora_dropout``, ``target_modules``)."""
 
     def __post_init__(self) -> None:
         if self.rank < 1 or self.alpha <= 0 or not 0.0 <= self.dropout < 1.0:
@@ -50,6 +56,35 @@ class LoraSettings:
                 f"model.lora: rank={self.rank}, alpha={self.alpha}, dropout={self.dropout}; need rank >= 1, "
                 "alpha > 0 and dropout in [0, 1)"
             )
+        for key, value in self.options.items():
+            if key not in LORA_OPTIONS:
+                raise ValueError(f"model.lora.options.{key}: {LORA_OPTIONS_REFUSED.get(key, _UNKNOWN_OPTION)}")
+            if key == "bias" and value != "none":
+                raise ValueError(f"model.lora.options.bias={value!r}: only 'none' (trainable biases are not adapters)")
+
+
+LORA_OPTIONS = frozenset(
+    {
+        "exclude_modules",
+        "layers_to_transform",
+        "layers_pattern",
+        "rank_pattern",
+        "alpha_pattern",
+        "use_rslora",
+        "init_lora_weights",
+        "bias",
+    }
+)
+"""peft ``LoraConfig`` fields ``model.lora.options`` passes through."""
+LORA_OPTIONS_REFUSED = {
+    "modules_to_save": "full trainable copies of modules, which the EMA teacher adapter does not cover; not offered",
+    "use_dora": "DoRA's merge differs from LoRA's, which is what the engines and export get; not offered",
+    "r": "set model.lora.rank",
+    "lora_alpha": "set model.lora.alpha",
+    "lora_dropout": "set model.lora.dropout",
+    "target_modules": "set model.lora.target_modules",
+}
+_UNKNOWN_OPTION = f"not a LoraConfig field this code passes on; one of {sorted(LORA_OPTIONS)}"
 
 
 def add_adapters(model: torch.nn.Module, settings: LoraSettings) -> torch.nn.Module:
@@ -71,7 +106,7 @@ def add_adapters(model: torch.nn.Module, settings: LoraSettings) -> torch.nn.Mod
         lora_alpha=settings.alpha,
         lora_dropout=settings.dropout,
         target_modules=settings.target_modules,
-        bias="none",
+        **({"bias": "none"} | settings.options),
     )
     try:
         for name in (STUDENT, TEACHER):

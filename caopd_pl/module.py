@@ -289,8 +289,9 @@ class CaOPDModule(L.LightningModule):
     def answer(self, batch: PromptBatch, batch_idx: int = 0) -> list[dict[str, Any]]:
         """One completion per prompt of ``batch``, verified, with its confidence readouts, its id and its reference.
 
-        ``confidence`` is the primary readout's value (``readout`` names it), ``readouts`` holds every computed one;
-        ``parsed`` says whether the completion stated a confidence (format adherence).
+        ``prompt`` is the prompt as the model read it (the chat template applied, the confidence instruction
+        included); ``confidence`` is the primary readout's value (``readout`` names it), ``readouts`` holds every
+        computed one; ``parsed`` says whether the completion stated a confidence (format adherence).
         """
         texts = [group[0].text for group in self.decode(batch.prompt_ids, seed=batch_idx)]
         verifier = self._task().verifier
@@ -304,6 +305,7 @@ class CaOPDModule(L.LightningModule):
                 {
                     **example.meta,
                     "id": example.id,
+                    "prompt": self.tokenizer.decode(batch.prompt_ids[index]),  # exactly what the model read
                     "reference": example.reference,  # verify re-judges predictions files as they are
                     "completion": text,
                     "correct": verdict.correct,

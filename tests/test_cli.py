@@ -14,6 +14,7 @@ from lightning.pytorch import Callback
 
 from caopd_pl.__main__ import main
 from caopd_pl.cli import cli_main
+from caopd_pl.confidence import CONFIDENCE_INSTRUCTION
 from caopd_pl.datamodule import RolloutDataModule
 from caopd_pl.errors import UsageError
 from caopd_pl.module import CaOPDModule
@@ -64,6 +65,8 @@ def test_fit_then_test_through_the_entry_point(tmp_path, capsys):
     assert [p.name for p in (tmp_path / "logs").iterdir()] == ["version_0"]  # test/predict opened no version_N
     lines = [json.loads(line) for line in predictions.read_text().splitlines()]
     assert len(lines) == 8 and {"completion", "correct", "confidence", "parsed"} <= set(lines[0])
+    # The prompt exactly as the model read it: the chat template and the confidence instruction included.
+    assert "<|im_start|>user" in lines[0]["prompt"] and CONFIDENCE_INSTRUCTION in lines[0]["prompt"]
 
 
 class Probe(Callback):

@@ -80,7 +80,10 @@ def test_tokenizer_without_chat_template_is_refused(tmp_path, tokenizer):
     assert mine.apply_chat_template(chat, tokenize=False) == "[2+2?][4]"
     mine.save_pretrained(tmp_path / "saved")  # checkpoints and exports carry it
     assert load_tokenizer(str(tmp_path / "saved")).apply_chat_template(chat, tokenize=False) == "[2+2?][4]"
-    for bad, says in [("chat-ml", r"neither a built-in \(chatml, plain\)"), (str(tmp_path / "no.jinja"), "no such file")]:
+    for bad, says in [
+        ("chat-ml", r"neither a built-in \(chatml, plain\)"),
+        (str(tmp_path / "no.jinja"), "no such file"),
+    ]:
         with pytest.raises(ValueError, match=rf"model.model.chat_template=.*{says}"):
             load_model(ModelConfig(name_or_path=str(tmp_path), chat_template=bad))
 

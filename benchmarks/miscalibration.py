@@ -1,14 +1,17 @@
-"""Reproduce the paper's effect on the embedded default: base vs SDFT vs CaOPD, side by side.
+"""Reproduce the paper's effect on the embedded default: base vs SDFT vs CaOPD (and the RL baselines), side by side.
 
 For each seed: warm-start the tiny model once (supervised, every demonstration ends in ``Confidence: 1.00``); from
-that same checkpoint train SDFT (``calibration: none``) and CaOPD (``calibration: empirical``) with the same seeds,
-rollouts and steps; evaluate the warm start ("base"), SDFT and CaOPD by greedy decoding on the held-out ``test``
+that same checkpoint train each of ``--methods`` (:mod:`caopd_pl.methods`: SDFT ``calibration: none``, CaOPD
+``calibration: empirical``, RLVR and RLCR by GRPO with ``data.rl.reward``) with the same seeds, prompts, rollouts
+per prompt and epochs (the same rollout budget); evaluate the warm start ("base") and each by greedy decoding on the
+held-out ``test``
 split and the shifted ``ood`` split (longer operands and a level never trained), reading each answer's confidence
 with every readout of :mod:`caopd_pl.readouts` (``greedy``: the stated value; ``expected``: its expectation under the
 model given the answer; ``sampled``: the mean over ``--samples`` sampled completions). Everything else comes from
 the config (default ``configs/quickstart.yaml``).
 
     python benchmarks/miscalibration.py --out runs/miscalibration --seeds 0 1 2 --readout expected
+    python benchmarks/miscalibration.py --out runs/miscalibration --methods base sdft caopd rlvr rlcr
 
 Writes ``DIR/summary.json`` ({method: {split: {metric: mean}}} for the ``--readout`` readout, with ``_std`` and
 per-seed values beside, and {method: {split: {"by_readout": {readout: {metric: ...}}}}} for all three),
@@ -35,11 +38,14 @@ from typing import Any
 
 from caopd_pl import pipeline
 from caopd_pl.files import atomic_save_dir, atomic_write_text, read_jsonl, write_jsonl
+from caopd_pl.methods import METHODS, method_override
 from caopd_pl.metrics import answer_tensors
 from caopd_pl.plots import confidence_vs_accuracy, reliability_matrix
 from caopd_pl.readouts import READOUTS, summaries_by_readout, with_readout
 
-METHODS = {"sdft": "none", "caopd": "empirical"}
+BASE = "base"
+"""The warm start: evaluated as it is, trained by no method."""
+DEFAULT_METHODS = [BASE, "sdft", "caopd"]
 SPLITS = ("test", "ood")
 KEYS = ("accuracy", "mean_confidence", "ece", "brier", "spr", "ocg", "auroc", "format_adherence")
 CSV_LOGGER = "lightning.pytorch.loggers.CSVLogger"
@@ -88,12 +94,14 @@ def warm_start(config: str, root: Path, seed: int, layers: list[dict] = (), tiny
 def train(
     config: str, root: Path, base: Path, method: str, seed: int, extra: list[dict], args: list[str], layers=()
 ) -> Path:
-    """Distil from ``base`` with ``method``'s calibration; returns the saved student (skipped when it exists)."""
+    """Train ``method`` (:data:`caopd_pl.methods.METHODS`) from ``base``; returns the saved student (skipped when it
+    exists)."""
     out = root / method
     if (out / "model" / "config.json").exists():
         return out / "model"
-    seeds = {"data": {"calibration": METHODS[method], "seed": seed, "rollout": {"seed": seed}}, "seed_everything": seed}
-    experiment = build(config, out, [*layers, pipeline.starting_from(base), seeds, *extra], args)
+    seeds = {"data": {"seed": seed, "rollout": {"seed": seed}}, "seed_everything": seed}
+    overrides = [*layers, pipeline.starting_from(base), method_override(method), seeds, *extra]
+    experiment = build(config, out, overrides, args)
     pipeline.distil(experiment)
     atomic_save_dir(out / "model", lambda folder: pipeline.save_student(experiment, folder))
     return out / "model"
@@ -215,7 +223,7 @@ def _digest(text: str) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser, config: str) -> None:
-    """The options every base-vs-SDFT-vs-CaOPD comparison takes (this benchmark's and ``real_model.py``'s)."""
+    """The options every comparison of methods takes (this benchmark's and ``real_model.py``'s)."""
     parser.add_argument("--out", type=Path, required=True, help="output directory")
     parser.add_argument("--config", default=config)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -223,7 +231,14 @@ def add_arguments(parser: argparse.ArgumentParser, config: str) -> None:
     parser.add_argument("--epochs", type=int, default=None, help="distillation epochs (default: the config's)")
     parser.add_argument("--estimator", choices=["empirical", "beta"], default="empirical")
     parser.add_argument("--prior", type=float, nargs=2, default=(1.0, 1.0), metavar=("ALPHA", "BETA"))
-    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        choices=[BASE, *METHODS],
+        default=DEFAULT_METHODS,
+        help="what to compare, every trained method from the same warm start with the same rollout budget (prompts x "
+        "K per epoch, epochs): base (the warm start), sdft, caopd, rlvr, rlcr",
+    )
     parser.add_argument(
         "--readout",
         choices=READOUTS,
@@ -242,8 +257,9 @@ def add_arguments(parser: argparse.ArgumentParser, config: str) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="extra fit option for the SDFT/CaOPD runs, CLI syntax (e.g. --override=--model.ema_rate=0.002); "
-        "its results are kept apart from other settings' under DIR/seed_<s>_<config>/<setting>_<digest>/",
+        help="extra fit option for every trained method's run, CLI syntax (e.g. --override=--model.ema_rate=0.002); "
+        "its results are kept apart from other settings' under DIR/seed_<s>_<config>/<setting>_<digest>/; a "
+        "--data.rl.* option would make the distillation methods RL too: use --model.policy_loss.* for GRPO",
     )
 
 
@@ -281,12 +297,13 @@ def compare(args: argparse.Namespace, layers: list[dict] = (), tiny: bool = True
         started = time.perf_counter()
         root = args.out / f"seed_{seed}_{config_digest}"
         base = warm_start(args.config, root, seed, layers, tiny)
-        models = {"base": base}
-        models |= {m: train(args.config, root / tag, base, m, seed, extra, args.override, layers) for m in args.methods}
+        trained = [m for m in args.methods if m != BASE]
+        models = {BASE: base} if BASE in args.methods else {}
+        models |= {m: train(args.config, root / tag, base, m, seed, extra, args.override, layers) for m in trained}
         results = {}
         for name, model in models.items():
             for split in SPLITS:
-                eval_root = root if name == "base" else root / tag
+                eval_root = root if name == BASE else root / tag
                 records = evaluate(args.config, eval_root, model, name, split, args.samples, layers)
                 results.setdefault(name, {})[split] = summarize(records, args.readout)
                 pooled.setdefault(name, {}).setdefault(split, []).extend(records)

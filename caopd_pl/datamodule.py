@@ -8,6 +8,11 @@ Each epoch (``trainer.reload_dataloaders_every_n_epochs=1``), for this rank's sh
    completions; with ``calibration: none``, plain SDFT/OPD, the completions keep their own confidence);
 4. serve (student prompt + completion, teacher prompt + completion) pairs.
 
+With ``rl`` set (the RL baselines, RLVR and RLCR) steps 3-4 become GRPO's (:mod:`caopd_pl.grpo`): each rollout is
+rewarded, normalised within its prompt's group, scored by the sampling student, and served as (plain prompt +
+sampled completion, advantage, old log-probabilities), ``rl.passes`` times per epoch. Steps 1-2, the prompts and
+the seeds are the same for every method, so all spend the same rollout budget.
+
 All K rollouts of a prompt stay on the rank that sampled them; ranks trim to the same number of examples so that
 data-parallel steps stay in lockstep.
 
@@ -19,6 +24,7 @@ hands both this object and the task to the module (``data.shared_engine`` -> ``m
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections import Counter
 from collections.abc import Iterator
@@ -36,6 +42,7 @@ from caopd_pl.calibration import EstimatorConfig
 from caopd_pl.confidence import parse_confidence
 from caopd_pl.data import DistillExample, collate_distill, collate_prompts
 from caopd_pl.errors import UsageError, one_line
+from caopd_pl.grpo import PolicyExample, RLConfig, collate_policy, policy_examples, score_old_logprobs
 from caopd_pl.metrics import expected_calibration_error
 from caopd_pl.revision import Calibration, RevisionSettings, revise_epoch
 from caopd_pl.rollout import RolloutConfig, RolloutEngine, make_engine
@@ -48,7 +55,7 @@ from caopd_pl.templates import TeacherConfig, prompt_ids, revised_completion_ids
 class EpochRollouts:
     """What one epoch's rollouts produced on this rank."""
 
-    examples: list[DistillExample] = field(default_factory=list)
+    examples: list[DistillExample] | list[PolicyExample] = field(default_factory=list)
     stats: dict[str, float] = field(default_factory=dict)
 
 
@@ -125,6 +132,9 @@ class RolloutDataModule(L.LightningDataModule):
         test_split: the split ``test`` evaluates (``test`` or ``ood`` where the task has one).
         predict_split: the split ``predict`` answers.
         seed: seed of prompt sampling and shuffling.
+        rl: train by GRPO on rewarded rollouts instead of distilling (:mod:`caopd_pl.grpo`; ``rl.reward``: ``rlvr``,
+            ``rlcr``): the RL baselines. None (default): distillation, ``calibration`` choosing CaOPD or SDFT; with
+            ``rl`` set, ``calibration``, ``teacher`` and ``estimator`` are not read.
         stratify_by: a key of the train rows' ``meta`` (``level`` for the arithmetic and string tasks; a JSONL,
             science or tool-use row's extra fields, e.g. ``source``): each epoch's prompts are then drawn evenly
             over its distinct values (each value gets ``prompts_per_epoch // G`` prompts of the G values, the
@@ -150,6 +160,7 @@ class RolloutDataModule(L.LightningDataModule):
         predict_split: str = "test",
         seed: int = 0,
         stratify_by: str | None = None,
+        rl: RLConfig | None = None,
     ) -> None:
         super().__init__()
         if calibration not in ("empirical", "none"):
@@ -168,6 +179,9 @@ class RolloutDataModule(L.LightningDataModule):
         self.prompts_per_epoch, self.batch_size, self.eval_batch_size = prompts_per_epoch, batch_size, eval_batch_size
         self.max_eval_prompts, self.test_split, self.predict_split = max_eval_prompts, test_split, predict_split
         self.seed, self.stratify_by = seed, stratify_by
+        self.rl = rl
+        self.reward = None if rl is None else rl.make_reward()
+        check_rl_rollouts(rl, rollout)
         self._strata_shown = False
         self.revision = RevisionSettings(calibration, teacher, estimator, rollout.max_new_tokens)
         self.shared_engine = SharedEngine(rollout)
@@ -190,7 +204,10 @@ class RolloutDataModule(L.LightningDataModule):
                 module checks what its warm start needs).
         """
         check_tensor_parallel(self.rollout, self.trainer.world_size if self.trainer is not None else 1)
-        if stage == "fit":
+        if stage == "fit" and self.rl is not None:  # no teacher prompts, no revised completions
+            self._check_trainer()
+            _train_rows(self.task)
+        elif stage == "fit":
             self._check_trainer()
             check_fit_data(self.task, self.teacher)
             check_completion_cap(self.shared_engine.tokenizer, self.rollout.max_new_tokens)
@@ -209,14 +226,22 @@ class RolloutDataModule(L.LightningDataModule):
         examples = _trim_to_common_length(self.last_epoch.examples)
         if not examples:
             return self._empty_epoch(epoch, len(prompts))
+        passes = 1 if self.rl is None else self.rl.passes
+        pad_id = self.shared_engine.bound_tokenizer().pad_token_id
+        if self.rl is None:
+            collate = partial(collate_distill, pad_id=pad_id)
+        else:
+            collate = partial(collate_policy, pad_id=pad_id, temperature=self.rollout.temperature)
         return DataLoader(
             examples,
             batch_size=self.batch_size,
-            sampler=EpochPermutation(len(examples), self.seed * 1_000_003 + epoch, skip=1 if epoch == 0 else 2),
+            sampler=EpochPermutation(
+                len(examples), self.seed * 1_000_003 + epoch, skip=1 if epoch == 0 else 2, passes=passes
+            ),
             # The loader draws a base seed (for workers) at every iter(): from its own generator, not the global one,
             # so that the number of iter() calls cannot change the global random state.
             generator=torch.Generator().manual_seed(self.seed),
-            collate_fn=partial(collate_distill, pad_id=self.shared_engine.bound_tokenizer().pad_token_id),
+            collate_fn=collate,
         )
 
     def _empty_epoch(self, epoch: int, prompts: int) -> DataLoader:
@@ -250,7 +275,8 @@ class RolloutDataModule(L.LightningDataModule):
         print(f"data.stratify_by={self.stratify_by!r}: epoch {epoch}'s prompts per group: {shown}")
 
     def build_epoch(self, prompts: list[TaskExample], epoch: int, rank: int = 0) -> EpochRollouts:
-        """Rollouts, verification and revision for ``prompts`` (steps 1-3 of the module docstring).
+        """Rollouts, verification and revision for ``prompts`` (steps 1-3 of the module docstring), or with ``rl``
+        the rewarded and scored policy examples.
 
         Rollouts are seeded by (``rollout.seed``, ``epoch``, ``rank``): a resumed epoch samples what it sampled.
         """
@@ -260,8 +286,28 @@ class RolloutDataModule(L.LightningDataModule):
         seed = self.rollout.seed + 10_007 * epoch + 101 * rank
         rollouts = engine.generate(student_prompts, seed=seed, progress=self._is_global_zero())
         verdicts = self._verify(prompts, rollouts)
+        if self.rl is not None:
+            return self._policy_epoch(student_prompts, rollouts, verdicts)
         result = EpochRollouts(revise_epoch(tokenizer, prompts, student_prompts, rollouts, verdicts, self.revision))
         result.stats = _rollout_stats(rollouts, verdicts, result.examples)
+        return result
+
+    def _policy_epoch(
+        self, student_prompts: list[list[int]], rollouts: list[list[Rollout]], verdicts: list[list[bool]]
+    ) -> EpochRollouts:
+        """GRPO's examples: rewarded, normalised per group, and scored by the student that sampled them."""
+        examples = policy_examples(student_prompts, rollouts, verdicts, self.reward, self.rl)
+        pad_id = self.shared_engine.bound_tokenizer().pad_token_id
+        # The training step's precision (autocast under mixed precision), so that the first ratio is 1.
+        trainer = self.trainer
+        with trainer.precision_plugin.train_step_context() if trainer is not None else contextlib.nullcontext():
+            score_old_logprobs(self.shared_engine.student, examples, pad_id, self.rollout.temperature, self.batch_size)
+        result = EpochRollouts(examples, _rollout_stats(rollouts, verdicts, examples))
+        rewards = [example.reward for example in examples]
+        groups = [rewards[i : i + self.rollout.num_samples] for i in range(0, len(rewards), self.rollout.num_samples)]
+        result.stats["reward"] = sum(rewards) / max(len(rewards), 1)
+        # Prompts whose K rewards are all equal: advantages 0, no policy gradient from them.
+        result.stats["flat_groups"] = sum(len(set(group)) == 1 for group in groups) / max(len(groups), 1)
         return result
 
     def _verify(self, prompts: list[TaskExample], rollouts: list[list[Rollout]]) -> list[list[bool]]:
@@ -325,19 +371,21 @@ class EpochPermutation(Sampler[int]):
             shuffling loader it replaces drew in an uninterrupted run (one number per ``iter()``: Lightning 2.6
             iterated it once before epoch 0's batches, twice before later epochs'), so that every run measured
             before serves the same batches now.
+        passes: the permutations served one after another (GRPO's passes over an epoch's rollouts), each drawn
+            from the same generator after the previous; the first is the one a single pass serves.
     """
 
-    def __init__(self, size: int, seed: int, skip: int = 0) -> None:
-        self.size, self.seed, self.skip = size, seed, skip
+    def __init__(self, size: int, seed: int, skip: int = 0, passes: int = 1) -> None:
+        self.size, self.seed, self.skip, self.passes = size, seed, skip, passes
 
     def __len__(self) -> int:
-        return self.size
+        return self.size * self.passes
 
     def __iter__(self) -> Iterator[int]:
         generator = torch.Generator().manual_seed(self.seed)
         for _ in range(self.skip):
             torch.empty((), dtype=torch.int64).random_(generator=generator)
-        return iter(torch.randperm(self.size, generator=generator).tolist())
+        return iter([i for _ in range(self.passes) for i in torch.randperm(self.size, generator=generator).tolist()])
 
 
 class _NoExamples(IterableDataset):
@@ -373,6 +421,26 @@ def check_fit_data(task: Task, teacher: TeacherConfig) -> None:
         raise UsageError(
             f"data.teacher.no_correct_rollout='demo' falls back to the demonstration, but {where}; set "
             f"data.teacher.no_correct_rollout: skip, or {add}"
+        )
+
+
+def check_rl_rollouts(rl: RLConfig | None, rollout: RolloutConfig) -> None:
+    """Refuse rollouts that give GRPO nothing to compare: a group of one, or K identical greedy completions.
+
+    Raises:
+        ValueError: naming ``data.rollout.num_samples`` or ``data.rollout.temperature`` and the value.
+    """
+    if rl is None:
+        return
+    if rollout.num_samples < 2:
+        raise ValueError(
+            f"data.rollout.num_samples={rollout.num_samples}: data.rl compares each rollout with its group's mean; "
+            "sample at least 2"
+        )
+    if rollout.temperature == 0:
+        raise ValueError(
+            "data.rollout.temperature=0 with data.rl: greedy rollouts of a prompt are identical and their advantages "
+            "all 0; sample at a temperature > 0"
         )
 
 

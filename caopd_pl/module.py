@@ -7,6 +7,12 @@ Per batch of revised completions (built by :class:`caopd_pl.datamodule.RolloutDa
   from the hidden states (:mod:`caopd_pl.losses`), so the (B, T, V) logits never exist. After every optimizer step the
   teacher moves towards the student by ``ema_rate``.
 
+RL baselines (``data.rl`` set: RLVR, RLCR): the datamodule serves policy batches instead (:mod:`caopd_pl.grpo`: the
+sampled completions with their group-relative advantages and the sampler's log-probabilities), and the step minimises
+GRPO's clipped objective (``model.policy_loss``), with an optional KL penalty to the start model: the teacher, which
+RL batches never EMA-update (``ema_rate`` is not read). Everything else, the warm start and evaluation included, is
+shared by all methods.
+
 Validation, test and predict decode the plain prompt through the run's rollout engine (``data.rollout.engine``: vLLM
 when configured; the :class:`caopd_pl.datamodule.SharedEngine` the epoch's rollouts use too), synced to the current
 student, greedily unless ``eval_temperature`` > 0; then verify, read the model's confidence in each answer with
@@ -49,6 +55,7 @@ from caopd_pl.datamodule import SharedEngine, check_warm_start_data
 from caopd_pl.ema import ema_update, make_teacher, reset_teacher
 from caopd_pl.errors import UsageError
 from caopd_pl.files import atomic_write_json, write_jsonl
+from caopd_pl.grpo import PolicyLossConfig, grpo_loss, is_policy_batch
 from caopd_pl.losses import LossConfig, masked_mean_divergence
 from caopd_pl.metrics import answer_tensors, calibration_metrics, without_nan
 from caopd_pl.models.loading import DTYPES, Dtype, ModelConfig, final_hidden_states, load_model
@@ -70,11 +77,12 @@ _T = TypeVar("_T")
 
 
 class CaOPDModule(L.LightningModule):
-    """Calibration-aware on-policy distillation (and, with ``data.calibration: none``, SDFT/OPD).
+    """Calibration-aware on-policy distillation (with ``data.calibration: none``, SDFT/OPD; with ``data.rl``, GRPO).
 
     Args:
         model: the student (the teacher starts as its copy).
         loss: the distillation divergence.
+        policy_loss: GRPO's objective, used on the RL methods' batches (``data.rl`` set); unread otherwise.
         ema_rate: teacher <- (1 - ema_rate) * teacher + ema_rate * student after every optimizer step.
         optimizer: optimizer of the student's parameters.
         scheduler: optional learning-rate scheduler, stepped every optimizer step.
@@ -107,6 +115,7 @@ class CaOPDModule(L.LightningModule):
         self,
         model: ModelConfig = ModelConfig(),
         loss: LossConfig = LossConfig(),
+        policy_loss: PolicyLossConfig = PolicyLossConfig(),
         ema_rate: float = 0.01,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         scheduler: LRSchedulerCallable | None = None,
@@ -125,6 +134,8 @@ class CaOPDModule(L.LightningModule):
         # The task and the engine are the run's objects, not settings: a checkpoint loads without them.
         self.save_hyperparameters(ignore=["optimizer", "scheduler", "task", "shared_engine"])
         self.loss_config, self.ema_rate, self.warm_start = loss, ema_rate, warm_start
+        self.policy_loss_config = policy_loss
+        self.trains_policy = False  # set by an RL batch: the teacher is then GRPO's fixed reference, never EMA-updated
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         if eval_max_new_tokens < 1 or eval_temperature < 0:
             raise ValueError(
@@ -195,6 +206,8 @@ class CaOPDModule(L.LightningModule):
         return self
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        if is_policy_batch(batch):
+            return self._policy_step(batch)
         loss, tokens = self.distillation_loss(batch)
         size = batch["student_ids"].shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=size)
@@ -233,9 +246,44 @@ class CaOPDModule(L.LightningModule):
             average=self.loss_config.average,
         )
 
+    def _policy_step(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        self.trains_policy = True
+        loss, stats = self.policy_loss(batch)
+        size = batch["student_ids"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        self.log("train/policy_loss", loss.detach(), on_step=False, on_epoch=True, batch_size=size)
+        self.log("train/clip_fraction", stats["clip_fraction"], on_step=False, on_epoch=True, batch_size=size)
+        if "kl" in stats:
+            self.log("train/kl", stats["kl"], on_step=False, on_epoch=True, batch_size=size)
+        tokens = stats["tokens"].float()
+        self.log("train/tokens", tokens, on_step=False, on_epoch=True, reduce_fx="sum", batch_size=size)
+        return loss
+
+    def policy_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """GRPO's loss of a policy batch (:func:`caopd_pl.grpo.grpo_loss`) and its statistics.
+
+        The start model (the teacher) runs only for a KL penalty; sharded (FSDP2), as in :meth:`distillation_loss`.
+        """
+        reference_hidden = None
+        if self.policy_loss_config.kl_coef > 0:
+            with torch.no_grad():
+                ids, attention = batch["student_ids"], batch["student_attention"]
+                reference_hidden = run_as_forward(self.teacher, final_hidden_states, self.teacher, ids, attention)
+        with gathered(self.teacher) if reference_hidden is not None else contextlib.nullcontext():
+            return run_as_forward(self.student, self._policy_objective, batch, reference_hidden)
+
+    def _policy_objective(
+        self, batch: dict[str, torch.Tensor], reference_hidden: torch.Tensor | None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        hidden = final_hidden_states(self.student, batch["student_ids"], batch["student_attention"])  # (B, T, H)
+        reference_weight = None if reference_hidden is None else self.teacher.get_output_embeddings().weight
+        weight = self.student.get_output_embeddings().weight  # (V, H)
+        return grpo_loss(hidden, weight, batch, self.policy_loss_config, reference_hidden, reference_weight)
+
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         super().optimizer_step(*args, **kwargs)
-        ema_update(self.teacher, self.student, self.ema_rate, self._ema_generator())
+        if not self.trains_policy:  # GRPO's reference is the start model
+            ema_update(self.teacher, self.student, self.ema_rate, self._ema_generator())
 
     def _ema_generator(self) -> torch.Generator:
         # Same seed on every rank: the DDP ranks' teachers must round alike and stay identical. Created at the first

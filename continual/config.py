@@ -14,14 +14,16 @@ import json
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from jsonargparse import ActionConfigFile, ArgumentError, ArgumentParser, Namespace
 
 from caopd_pl.errors import UsageError, one_line
 
 WarmStartScope = Literal["all", "first", "none"]
-Calibration = Literal["none", "empirical"]
+Calibration = Literal["none", "empirical", "sdft", "caopd", "rlvr", "rlcr"]
+"""What a sequence trains with: a ``data.calibration`` (``none`` = SDFT/OPD, ``empirical`` = CaOPD) or a method by
+its name (:mod:`caopd_pl.methods`: ``sdft``, ``caopd``, and the RL baselines ``rlvr``, ``rlcr``)."""
 EXAMPLE = "configs/continual/quick.yaml"
 
 
@@ -65,7 +67,9 @@ class ContinualConfig:
     held_out: list[HeldOutConfig] = field(default_factory=list)
     """Tasks never trained, evaluated after every stage."""
     calibrations: list[Calibration] = field(default_factory=lambda: ["none", "empirical"])
-    """``data.calibration`` values to run the whole sequence with (``none`` = SDFT/OPD, ``empirical`` = CaOPD)."""
+    """What to run the whole sequence with, each its own ``OUT/<name>``: ``none`` (SDFT/OPD) and ``empirical``
+    (CaOPD), the ``data.calibration`` values, or methods by name: ``sdft``, ``caopd``, ``rlvr``, ``rlcr`` (GRPO with
+    the correctness or the RLCR reward, :mod:`caopd_pl.methods`)."""
     overrides: dict[str, Any] = field(default_factory=dict)
     """Fit options of every stage and evaluation, nested as in a fit config (``{trainer: {max_epochs: 4}}``). The
     confidence readouts every evaluation computes are ``model.readout`` (``{model: {readout: {report: [greedy,
@@ -84,7 +88,7 @@ class ContinualConfig:
         if len(set(names)) != len(names) or "base" in names:
             raise ValueError(f"stages[].name and held_out[].name must be unique and not 'base', got {names}")
         if not self.calibrations:
-            raise ValueError("calibrations must list at least one of none, empirical")
+            raise ValueError(f"calibrations must list at least one of {', '.join(get_args(Calibration))}")
         for entry in (*self.stages, *self.held_out):
             if not isinstance(entry.task, dict) or "class_path" not in entry.task:
                 raise ValueError(f"task of {entry.name!r} must be a {{class_path, init_args}} mapping")

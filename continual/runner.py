@@ -56,6 +56,7 @@ from caopd_pl.files import (
     read_jsonl,
     write_jsonl,
 )
+from caopd_pl.methods import method_override
 from caopd_pl.metrics import answer_tensors, calibration_summary, without_nan
 from caopd_pl.pipeline import Experiment
 from caopd_pl.readouts import summaries_by_readout
@@ -180,14 +181,19 @@ class ContinualRunner:
         if (stage_dir / "student" / "config.json").exists() and (stage_dir / "teacher.pt").exists():
             return  # trained before a crash during its evaluation
         seed = self.config.seed + index
+        method = {"data": {"calibration": calibration}} if calibration in ("none", "empirical") else None
+        method = method or method_override(calibration)
         experiment = self._build(
             stage.task,
             stage_dir / "train",
             stage.overrides,
             pipeline.starting_from(previous / "student"),
-            {"data": {"calibration": calibration, "seed": seed, "rollout": {"seed": seed}}, "seed_everything": seed},
+            method,
+            {"data": {"seed": seed, "rollout": {"seed": seed}}, "seed_everything": seed},
         )
-        if (previous / "teacher.pt").exists():  # the warm start's teacher is its student, which make_teacher copies
+        # The warm start's teacher is its student, which make_teacher copies; an RL run's teacher is its reference
+        # model, this stage's start (make_teacher's copy too), never an earlier stage's
+        if (previous / "teacher.pt").exists() and experiment.datamodule.rl is None:
             experiment.module.teacher.load_state_dict(torch.load(previous / "teacher.pt", weights_only=True))
         pipeline.distil(experiment)
         teacher = {key: value.detach().cpu() for key, value in experiment.module.teacher.state_dict().items()}

@@ -20,7 +20,7 @@ from caopd_pl.continual.config import build_parser as config_parser
 from caopd_pl.continual.config import from_namespace, parse_args
 from caopd_pl.errors import UsageError
 
-CALIBRATIONS = ("none", "empirical")
+CALIBRATIONS = ("none", "empirical", "sdft", "caopd", "rlvr", "rlcr")  # continual.config.Calibration
 
 
 def build_parser() -> ArgumentParser:
@@ -31,7 +31,8 @@ def build_parser() -> ArgumentParser:
         "--calibration",
         action="append",
         default=None,
-        help="run only this data.calibration, none or empirical (repeatable; default: the config's calibrations)",
+        help="run only this one of the config's calibrations: none, empirical, or a method (sdft, caopd, rlvr, rlcr); "
+        "repeatable",
     )
     return parser
 

@@ -100,7 +100,7 @@ def test_help_documents_every_field_without_importing_torch():
         ("--overrides", "The confidence readouts every evaluation computes are ``model.readout``"),
         ("--warm_start", "Supervised warm start before stage 1"),
         ("--seed", "stage i (1-based) uses seed + i"),
-        ("--calibration ", "run only this data.calibration"),
+        ("--calibration ", "run only this one of the config's calibrations"),
     ]:
         assert option in result.stdout and docstring in " ".join(result.stdout.split()), option
 

@@ -136,3 +136,22 @@ def test_a_readout_set_in_the_config_reaches_evaluation_and_leaves_training_alon
     plain = json.loads((tmp_path / "greedy/empirical/continual_summary.json").read_text())
     assert summary["by_readout"]["greedy"] == plain["by_readout"]["greedy"]
     assert plain["matrices"] == plain["by_readout"]["greedy"]["matrices"] and list(plain["by_readout"]) == ["greedy"]
+
+
+@pytest.mark.slow
+def test_the_rl_baselines_run_as_continual_sequences_by_name(tmp_path):
+    # Issue 27: the continual runner takes the methods by name beside the calibrations, each in its own OUT/<name>.
+    raw = yaml.safe_load(TINY.read_text())
+    raw |= {"stages": raw["stages"][:1], "calibrations": ["empirical", "rlcr"]}
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(raw, sort_keys=False))
+    run_continual(config, tmp_path / "out")
+    for name in ("empirical", "rlcr"):
+        summary = json.loads((tmp_path / f"out/{name}/continual_summary.json").read_text())
+        assert summary["matrices"]["accuracy"], name
+    trained = read_jsonl(tmp_path / "out/rlcr/01_arithmetic/eval/arithmetic.jsonl")
+    distilled = read_jsonl(tmp_path / "out/empirical/01_arithmetic/eval/arithmetic.jsonl")
+    assert [r["completion"] for r in trained] != [r["completion"] for r in distilled]  # another method trained it
+    metrics = (tmp_path / "out/rlcr/01_arithmetic/train").rglob("metrics.csv")
+    assert any("rl/reward" in path.read_text() or "reward" in path.read_text() for path in metrics)
+    assert (tmp_path / "out/comparison.md").exists()

@@ -43,6 +43,8 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
+from caopd_pl.registry import register_by_name
+
 DIVERGENCES: dict[str, type[Divergence]] = {}
 """Every defined :class:`Divergence` subclass by its ``name``, in definition order (the built-ins first)."""
 
@@ -60,13 +62,7 @@ class Divergence:
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
-        name = cls.__dict__.get("name")  # its own, not inherited: two classes never share a name
-        if not isinstance(name, str) or not name:
-            raise TypeError(f"{cls.__qualname__} must set a class attribute name = '...' to define a Divergence")
-        taken = DIVERGENCES.get(name)
-        if taken is not None and (taken.__module__, taken.__qualname__) != (cls.__module__, cls.__qualname__):
-            raise TypeError(f"divergence name {name!r} of {cls.__qualname__} is taken by {taken.__qualname__}")
-        DIVERGENCES[name] = cls  # the same class defined again (a reloaded module) replaces itself
+        register_by_name(cls, DIVERGENCES, "Divergence")
 
     def per_token(self, log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
         """The divergence of each row.

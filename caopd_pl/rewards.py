@@ -32,6 +32,7 @@ import math
 from typing import ClassVar
 
 from caopd_pl.confidence import parse_confidence
+from caopd_pl.registry import register_by_name
 
 REWARDS: dict[str, type[Reward]] = {}
 """Every defined :class:`Reward` subclass by its ``name``, in definition order (the built-ins first)."""
@@ -48,13 +49,7 @@ class Reward:
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
-        name = cls.__dict__.get("name")  # its own, not inherited: two classes never share a name
-        if not isinstance(name, str) or not name:
-            raise TypeError(f"{cls.__qualname__} must set a class attribute name = '...' to define a Reward")
-        taken = REWARDS.get(name)
-        if taken is not None and (taken.__module__, taken.__qualname__) != (cls.__module__, cls.__qualname__):
-            raise TypeError(f"reward name {name!r} of {cls.__qualname__} is taken by {taken.__qualname__}")
-        REWARDS[name] = cls  # the same class defined again (a reloaded module) replaces itself
+        register_by_name(cls, REWARDS, "Reward")
 
     def __call__(self, text: str, correct: bool) -> float:
         """The reward of ``text``, a completion the verifier judged ``correct``; a finite float."""

@@ -43,7 +43,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from caopd_pl.registry import register_by_name
+from caopd_pl.registry import register_by_name, registered
 
 DIVERGENCES: dict[str, type[Divergence]] = {}
 """Every defined :class:`Divergence` subclass by its ``name``, in definition order (the built-ins first)."""
@@ -106,12 +106,7 @@ def make_divergence(kind: str | Divergence, **options: float) -> Divergence:
     """
     if isinstance(kind, Divergence):
         return kind
-    cls = DIVERGENCES.get(kind)
-    if cls is None:
-        raise ValueError(
-            f"model.loss.divergence={kind!r} is not a registered divergence; choose one of {list(DIVERGENCES)} or "
-            "define a Divergence subclass"
-        )
+    cls = registered(DIVERGENCES, kind, "model.loss.divergence", "Divergence")
     accepted = inspect.signature(cls).parameters
     return cls(**{key: value for key, value in options.items() if key in accepted})
 

@@ -21,3 +21,18 @@ def register_by_name(cls: type, registry: dict[str, Any], kind: str) -> None:
     if taken is not None and (taken.__module__, taken.__qualname__) != (cls.__module__, cls.__qualname__):
         raise TypeError(f"{kind.lower()} name {name!r} of {cls.__qualname__} is taken by {taken.__qualname__}")
     registry[name] = cls
+
+
+def registered(registry: dict[str, Any], name: str, key: str, kind: str) -> Any:
+    """The class registered under ``name``.
+
+    Raises:
+        ValueError: none is, naming the config ``key`` and the registered names.
+    """
+    cls = registry.get(name)
+    if cls is None:
+        raise ValueError(
+            f"{key}={name!r} is not a registered {kind.lower()}; choose one of {list(registry)} or define a {kind} "
+            "subclass"
+        )
+    return cls

@@ -32,7 +32,7 @@ import math
 from typing import ClassVar
 
 from caopd_pl.confidence import parse_confidence
-from caopd_pl.registry import register_by_name
+from caopd_pl.registry import register_by_name, registered
 
 REWARDS: dict[str, type[Reward]] = {}
 """Every defined :class:`Reward` subclass by its ``name``, in definition order (the built-ins first)."""
@@ -64,12 +64,7 @@ def make_reward(kind: str | Reward, **options: float) -> Reward:
     """
     if isinstance(kind, Reward):
         return kind
-    cls = REWARDS.get(kind)
-    if cls is None:
-        raise ValueError(
-            f"data.rl.reward={kind!r} is not a registered reward; choose one of {list(REWARDS)} or define a Reward "
-            "subclass"
-        )
+    cls = registered(REWARDS, kind, "data.rl.reward", "Reward")
     accepted = inspect.signature(cls).parameters
     unknown = sorted(set(options) - set(accepted))
     if unknown:

@@ -107,17 +107,16 @@ class VLLMEngine(RolloutEngine):
         self._spawned: set[int] = set()
         """Processes that appeared while vLLM ran (construction, syncs, generation, shutdown): the only ones ``close``
         may reap. Others started meanwhile (a verifier's worker pool) are not vLLM's."""
-        before = {child.pid for child in _children()}
         if not self.on_gpu:
             _check_cpu_head_dim(model)
         self._layout = _DistributedLayout.current(config.tensor_parallel_size)
         self._dir = tempfile.mkdtemp(prefix="caopd-vllm-")
         _save_model_files(model, tokenizer, self.stop_ids, self._dir)
         self._sleep = config.enable_sleep_mode and self._sleep_supported()
-        self.llm = self._create_llm(model, enforce_eager, kv_cache_memory_bytes)
+        with self._watching_spawns():
+            self.llm = self._create_llm(model, enforce_eager, kv_cache_memory_bytes)
         self._asleep = False
         self._synced: Fingerprint | None = None
-        self._spawned |= {child.pid for child in _children()} - before
         self.sync(model)
 
     def _sleep_supported(self) -> bool:

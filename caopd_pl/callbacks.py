@@ -1,4 +1,5 @@
-"""Callbacks the CLI adds to every run: logs on disk every epoch and one short summary at the end of ``fit``.
+"""Callbacks the CLI adds to every run (logs on disk every epoch, one short summary at the end of ``fit``), and one
+a config adds to inspect a run.
 
 - :class:`RolloutStats` logs each epoch's rollout statistics (``rollout/p_acc``, ``rollout/accuracy``...) from the
   datamodule at the end of the epoch.
@@ -6,12 +7,17 @@
 - :class:`RunSummary` flushes every logger at the start of each epoch and at the end of fit (CSVLogger otherwise
   writes ``metrics.csv`` every 100 steps, which a slow CaOPD epoch may never reach), and at the end of ``fit``
   prints where the checkpoints and logs are and the last validation metrics.
+- :class:`InspectRollouts` (opt-in: ``trainer.callbacks``) writes every epoch's rollouts, as text, to
+  ``rollouts/epoch_<E>.jsonl`` under the run's log folder, and a completions table to each logger: ``completions.csv``
+  beside ``metrics.csv`` (CSVLogger), a text panel (TensorBoardLogger), a ``wandb.Table`` (WandbLogger).
 - :func:`hide_version_number` drops the logger version (``v_num``) from the progress bar: the run's folder is in the
   summary, and a bare number beside the loss reads as a metric.
 """
 
 from __future__ import annotations
 
+import csv
+import html
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,8 +26,14 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.callbacks.progress import ProgressBar
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
+
+from caopd_pl.files import write_jsonl
+from caopd_pl.inspection import TABLE_COLUMNS, rollout_records
 
 SUMMARY_METRICS = ("accuracy", "mean_confidence", "ece", "spr", "auroc", "format_adherence")
+MARKDOWN_SPECIAL = frozenset("|*_`\\[]#")
+"""Characters a markdown cell shows as entities, so that the text is not read as markup."""
 UNSTATED_WARNING = 0.5
 """Below this format adherence the summary says that the calibration metrics describe unstated (0) confidences."""
 
@@ -38,6 +50,72 @@ class RolloutStats(Callback):
         if rollouts is not None:
             stats = {f"rollout/{key}": value for key, value in rollouts.stats.items()}
             pl_module.log_dict(stats, sync_dist=True)
+
+
+class InspectRollouts(Callback):
+    """Shows what each epoch's rollouts looked like: every rollout's prompt, completion, verdict, P_acc, revised
+    completion and teacher prompt (:mod:`caopd_pl.inspection`).
+
+    At the start of each training epoch (its rollouts are sampled just before) it writes the records to
+    ``<log dir>/rollouts/epoch_<E>.jsonl`` and a completions table (:data:`caopd_pl.inspection.TABLE_COLUMNS`, one
+    row per rollout, plus the optimizer ``step``) to each logger: rows appended to ``completions.csv`` in a
+    CSVLogger's folder, a markdown table under the ``rollouts`` text tag of a TensorBoardLogger, a ``wandb.Table``
+    named ``rollouts`` through a WandbLogger; other loggers get the JSONL only. With several ranks, rank 0 writes its
+    own share of the prompts. Turn it on with
+    ``--trainer.callbacks+=caopd_pl.callbacks.InspectRollouts --trainer.callbacks.prompts=4``.
+
+    Args:
+        prompts: prompts shown per epoch, with all K rollouts of each: the first of the epoch's prompts (a seeded
+            random draw, so a sample); None shows every prompt.
+    """
+
+    def __init__(self, prompts: int | None = None) -> None:
+        if prompts is not None and prompts < 1:
+            raise ValueError(f"InspectRollouts prompts={prompts}: must be >= 1, or null for every prompt")
+        self.prompts = prompts
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        rollouts = getattr(trainer.datamodule, "last_epoch", None)
+        trace = getattr(rollouts, "trace", None)
+        log_dir = trainer.log_dir  # a collective under DDP (rank 0 broadcasts it): every rank asks
+        if trace is None or trace.epoch != trainer.current_epoch or not trainer.is_global_zero:
+            return  # nothing sampled this epoch (a resumed run closing a finished one)
+        records = rollout_records(pl_module.tokenizer, trace, self.prompts)
+        write_jsonl(Path(log_dir or trainer.default_root_dir) / "rollouts" / f"epoch_{trace.epoch}.jsonl", records)
+        rows = [[record[column] for column in TABLE_COLUMNS] for record in records]
+        for logger in trainer.loggers:
+            log_completions(logger, rows, trainer.global_step)
+
+
+def log_completions(logger: Logger, rows: list[list[Any]], step: int) -> None:
+    """Give ``logger`` the completions table (``rows`` in :data:`caopd_pl.inspection.TABLE_COLUMNS` order) at
+    ``step``, in its own kind of table; a logger of another kind gets nothing."""
+    columns = ["step", *TABLE_COLUMNS]
+    rows = [[step, *row] for row in rows]
+    if isinstance(logger, CSVLogger):
+        path = Path(logger.log_dir) / "completions.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        new = not path.exists()
+        with path.open("a", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerows([columns, *rows] if new else rows)
+    elif isinstance(logger, TensorBoardLogger):
+        logger.experiment.add_text("rollouts", markdown_table(columns, rows), global_step=step)
+    elif isinstance(logger, WandbLogger):
+        logger.log_table(key="rollouts", columns=columns, data=rows, step=step)
+
+
+def markdown_table(columns: list[str], rows: list[list[Any]]) -> str:
+    """A markdown table whose cells show their text as is (TensorBoard renders markdown and drops unknown tags)."""
+
+    def cell(value: Any) -> str:
+        text = html.escape("" if value is None else str(value), quote=False)
+        text = "".join(f"&#{ord(char)};" if char in MARKDOWN_SPECIAL else char for char in text)
+        return text.replace("\n", "<br>")
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(value) for value in row) + " |" for row in rows]
+    return "\n".join(lines)
 
 
 class RunSummary(Callback):

@@ -43,8 +43,9 @@ from caopd_pl.confidence import parse_confidence
 from caopd_pl.data import DistillExample, collate_distill, collate_prompts
 from caopd_pl.errors import UsageError, one_line
 from caopd_pl.grpo import PolicyExample, RLConfig, collate_policy, policy_examples, score_old_logprobs
+from caopd_pl.inspection import EpochTrace
 from caopd_pl.metrics import expected_calibration_error
-from caopd_pl.revision import Calibration, RevisionSettings, revise_epoch
+from caopd_pl.revision import Calibration, RevisionSettings, revise_group
 from caopd_pl.rollout import RolloutConfig, RolloutEngine, make_engine
 from caopd_pl.rollout.base import Rollout
 from caopd_pl.tasks.base import Task, TaskExample
@@ -57,6 +58,8 @@ class EpochRollouts:
 
     examples: list[DistillExample] | list[PolicyExample] = field(default_factory=list)
     stats: dict[str, float] = field(default_factory=dict)
+    trace: EpochTrace | None = None
+    """The prompts, rollouts, verdicts and examples, for :class:`caopd_pl.callbacks.InspectRollouts`."""
 
 
 class SharedEngine:
@@ -287,9 +290,16 @@ class RolloutDataModule(L.LightningDataModule):
         rollouts = engine.generate(student_prompts, seed=seed, progress=self._is_global_zero())
         verdicts = self._verify(prompts, rollouts)
         if self.rl is not None:
-            return self._policy_epoch(student_prompts, rollouts, verdicts)
-        result = EpochRollouts(revise_epoch(tokenizer, prompts, student_prompts, rollouts, verdicts, self.revision))
-        result.stats = _rollout_stats(rollouts, verdicts, result.examples)
+            result = self._policy_epoch(student_prompts, rollouts, verdicts)
+            groups = _grouped_like(result.examples, rollouts)
+        else:
+            groups = [
+                revise_group(tokenizer, *prompt, self.revision)
+                for prompt in zip(prompts, student_prompts, rollouts, verdicts)
+            ]
+            examples = [example for group in groups for example in group]
+            result = EpochRollouts(examples, _rollout_stats(rollouts, verdicts, examples))
+        result.trace = EpochTrace(epoch, prompts, student_prompts, rollouts, verdicts, groups, self.estimator)
         return result
 
     def _policy_epoch(
@@ -593,6 +603,12 @@ def _rollout_stats(
         "finished": sum(r.finished for group in rollouts for r in group) / max(len(stated), 1),
         "examples": float(len(examples)),
     }
+
+
+def _grouped_like(examples: list[PolicyExample], rollouts: list[list[Rollout]]) -> list[list[PolicyExample]]:
+    """One policy example per rollout, split into the rollouts' groups."""
+    flat = iter(examples)
+    return [[next(flat) for _ in group] for group in rollouts]
 
 
 def _trim_to_common_length(examples: list[DistillExample]) -> list[DistillExample]:

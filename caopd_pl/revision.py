@@ -46,6 +46,8 @@ class DistillExample:
     completion: list[int]
     p_acc: float = float("nan")
     """The target confidence (for logs)."""
+    rollout: int = 0
+    """The index of the completion's rollout in its prompt's group (inspection maps examples back to rollouts)."""
 
 
 @dataclass(frozen=True)
@@ -128,7 +130,7 @@ def revise_group(
             if empirical
             else rollout.token_ids
         )
-        examples.append(DistillExample(student_prompt, teacher_prompts[evidence.source], completion, p_acc))
+        examples.append(DistillExample(student_prompt, teacher_prompts[evidence.source], completion, p_acc, index))
     return examples
 
 

@@ -30,6 +30,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -49,6 +50,7 @@ from caopd_pl.revision import Calibration, RevisionSettings, revise_group
 from caopd_pl.rollout import RolloutConfig, RolloutEngine, make_engine
 from caopd_pl.rollout.base import Rollout
 from caopd_pl.tasks.base import Task, TaskExample
+from caopd_pl.tasks.jsonl import read_prompts
 from caopd_pl.templates import TeacherConfig, prompt_ids, revised_completion_ids
 
 
@@ -122,7 +124,8 @@ class RolloutDataModule(L.LightningDataModule):
     """On-policy rollouts for CaOPD (and, with ``calibration: none``, for the SDFT baseline).
 
     Args:
-        task: the task (prompts, references, demonstrations, verifier).
+        task: the task (prompts, references, demonstrations, verifier); None only for ``predict`` with
+            ``predict_prompts``.
         rollout: sampling settings and engine.
         teacher: the teacher's template.
         calibration: ``empirical`` (CaOPD) or ``none`` (SDFT/OPD baseline).
@@ -134,6 +137,10 @@ class RolloutDataModule(L.LightningDataModule):
         max_eval_prompts: cap on validation prompts (test and predict always use the full split).
         test_split: the split ``test`` evaluates (``test`` or ``ood`` where the task has one).
         predict_split: the split ``predict`` answers.
+        predict_prompts: a JSONL file of prompts that ``predict`` answers instead of ``predict_split``, with or
+            without a task: one object per line, ``{"prompt": "..."}`` or ``{"messages": [{"role", "content"}, ...]}``,
+            an optional ``system`` string and ``id``; other fields pass through to the predictions
+            (:func:`caopd_pl.tasks.jsonl.read_prompts`). Nothing is judged: the predictions have no verdict.
         seed: seed of prompt sampling and shuffling.
         rl: train by GRPO on rewarded rollouts instead of distilling (:mod:`caopd_pl.grpo`; ``rl.reward``: ``rlvr``,
             ``rlcr``): the RL baselines. None (default): distillation, ``calibration`` choosing CaOPD or SDFT; with
@@ -150,7 +157,7 @@ class RolloutDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        task: Task,
+        task: Task | None = None,
         rollout: RolloutConfig = RolloutConfig(),
         teacher: TeacherConfig = TeacherConfig(),
         calibration: Calibration = "empirical",
@@ -161,6 +168,7 @@ class RolloutDataModule(L.LightningDataModule):
         max_eval_prompts: int | None = None,
         test_split: str = "test",
         predict_split: str = "test",
+        predict_prompts: str | None = None,
         seed: int = 0,
         stratify_by: str | None = None,
         rl: RLConfig | None = None,
@@ -174,13 +182,16 @@ class RolloutDataModule(L.LightningDataModule):
             raise ValueError(
                 f"data.stratify_by must name a meta key of the rows (e.g. 'level') or null, got {stratify_by!r}"
             )
+        check_prompt_source(task, predict_prompts)
         for key, split in (("test_split", test_split), ("predict_split", predict_split)):
-            if split not in task.splits():
+            if task is not None and split not in task.splits():
                 raise ValueError(f"data.{key}={split!r} is not a split of {task.name}: {task.splits()}")
         self.task, self.rollout, self.teacher = task, rollout, teacher
         self.calibration, self.estimator = calibration, estimator
         self.prompts_per_epoch, self.batch_size, self.eval_batch_size = prompts_per_epoch, batch_size, eval_batch_size
         self.max_eval_prompts, self.test_split, self.predict_split = max_eval_prompts, test_split, predict_split
+        self.predict_prompts = predict_prompts
+        self.prompt_rows: list[TaskExample] = []
         self.seed, self.stratify_by = seed, stratify_by
         self.rl = rl
         self.reward = None if rl is None else rl.make_reward()
@@ -198,15 +209,23 @@ class RolloutDataModule(L.LightningDataModule):
     # ---- training data -------------------------------------------------------------------------------------------
 
     def setup(self, stage: str) -> None:
-        """Check, before the warm start and the first rollouts, that the task's data holds what the config needs.
+        """Check, before the warm start and the first rollouts, that the task's data holds what the config needs;
+        for ``predict`` with ``predict_prompts``, read the prompts.
 
         Raises:
-            UsageError: the task has no train split, rows lack the demonstrations the teacher template needs, rows
-                lack the ``data.stratify_by`` key, the completion length cannot hold the confidence line, or the vLLM
-                tensor-parallel size does not divide the processes (the message names the key and the fix; the
-                module checks what its warm start needs).
+            UsageError: no task for a stage that needs one, a malformed prompts file, the task has no train split,
+                rows lack the demonstrations the teacher template needs, rows lack the ``data.stratify_by`` key, the
+                completion length cannot hold the confidence line, or the vLLM tensor-parallel size does not divide
+                the processes (the message names the key and the fix; the module checks what its warm start needs).
         """
         check_tensor_parallel(self.rollout, self.trainer.world_size if self.trainer is not None else 1)
+        if self.task is None and stage != "predict":
+            raise UsageError(f"data.task: {stage} needs a task; only predict runs without one, on data.predict_prompts")
+        if stage == "predict" and self.predict_prompts is not None:
+            try:
+                self.prompt_rows = read_prompts(self.predict_prompts)
+            except ValueError as err:  # the loader names the file, the line and the fix
+                raise UsageError(f"data.predict_prompts: {one_line(err)}") from err
         if stage == "fit" and self.rl is not None:  # no teacher prompts, no revised completions
             self._check_trainer()
             _train_rows(self.task)
@@ -348,23 +367,25 @@ class RolloutDataModule(L.LightningDataModule):
     # ---- evaluation data -----------------------------------------------------------------------------------------
 
     def val_dataloader(self) -> DataLoader:
-        return self._prompt_loader("val", self.max_eval_prompts)
+        return self._prompt_loader(self.task.split("val")[: self.max_eval_prompts])
 
     def test_dataloader(self) -> DataLoader:
-        return self._prompt_loader(self.test_split)
+        return self._prompt_loader(self.task.split(self.test_split))
 
     def predict_dataloader(self) -> DataLoader:
-        return self._prompt_loader(self.predict_split)
+        if self.predict_prompts is not None:
+            return self._prompt_loader(self.prompt_rows)  # read by setup("predict")
+        return self._prompt_loader(self.task.split(self.predict_split))
 
-    def _prompt_loader(self, split: str, limit: int | None = None) -> DataLoader:
+    def _prompt_loader(self, examples: list[TaskExample]) -> DataLoader:
         tokenizer = self.shared_engine.bound_tokenizer()
-        examples = self.task.split(split)[:limit]
         items = [(prompt_ids(tokenizer, example.student_messages()), example) for example in examples]
         return DataLoader(items, batch_size=self.eval_batch_size, shuffle=False, collate_fn=collate_prompts)
 
     def teardown(self, stage: str) -> None:
         self.shared_engine.close()  # made by any stage (evaluation too); a later run makes a fresh one
-        self.task.verifier.close()
+        if self.task is not None:
+            self.task.verifier.close()
 
 
 class EpochPermutation(Sampler[int]):
@@ -432,6 +453,21 @@ def check_fit_data(task: Task, teacher: TeacherConfig) -> None:
             f"data.teacher.no_correct_rollout='demo' falls back to the demonstration, but {where}; set "
             f"data.teacher.no_correct_rollout: skip, or {add}"
         )
+
+
+def check_prompt_source(task: Task | None, predict_prompts: str | None) -> None:
+    """Refuse a datamodule with nothing to prompt: no task and no prompts file, or a prompts file that is not one.
+
+    Raises:
+        ValueError: naming ``data.task`` or ``data.predict_prompts`` and the fix.
+    """
+    if task is None and predict_prompts is None:
+        raise ValueError(
+            "data.task is required (a class_path and init_args; configs/quickstart.yaml has one); only predict runs "
+            "without one, on data.predict_prompts (a JSONL file of prompts)"
+        )
+    if predict_prompts is not None and not Path(predict_prompts).is_file():
+        raise ValueError(f"data.predict_prompts={predict_prompts!r} is not a file (a JSONL file of prompts)")
 
 
 def check_rl_rollouts(rl: RLConfig | None, rollout: RolloutConfig) -> None:

@@ -338,12 +338,12 @@ class CaOPDModule(L.LightningModule):
         """One completion per prompt of ``batch``, verified, with its confidence readouts, its id and its reference.
 
         ``prompt`` is the prompt as the model read it (the chat template applied, the confidence instruction
-        included); ``confidence`` is the primary readout's value (``readout`` names it), ``readouts`` holds every
-        computed one; ``parsed`` says whether the completion stated a confidence (format adherence).
+        included); a prompt without a reference (``data.predict_prompts``) is not judged: ``correct`` is None and
+        ``status`` ``unjudged``; ``confidence`` is the primary readout's value (``readout`` names it), ``readouts``
+        holds every computed one; ``parsed`` says whether the completion stated a confidence (format adherence).
         """
         texts = [group[0].text for group in self.decode(batch.prompt_ids, seed=batch_idx)]
-        verifier = self._task().verifier
-        verdicts = verifier.verify_batch(texts, [example.reference for example in batch.examples])
+        verdicts = self._verdicts(texts, [example.reference for example in batch.examples])
         readouts = self.read_confidence(batch.prompt_ids, texts, batch_idx)
         records = []
         for index, (example, text, verdict) in enumerate(zip(batch.examples, texts, verdicts)):
@@ -356,9 +356,9 @@ class CaOPDModule(L.LightningModule):
                     "prompt": self.tokenizer.decode(batch.prompt_ids[index]),  # exactly what the model read
                     "reference": example.reference,  # verify re-judges predictions files as they are
                     "completion": text,
-                    "correct": verdict.correct,
-                    "detail": verdict.detail,
-                    "status": verdict.status,
+                    "correct": None if verdict is None else verdict.correct,
+                    "detail": None if verdict is None else verdict.detail,
+                    "status": "unjudged" if verdict is None else verdict.status,
                     "confidence": values[self.readout.primary],
                     "parsed": stated.parsed,
                     "readout": self.readout.primary,
@@ -366,6 +366,13 @@ class CaOPDModule(L.LightningModule):
                 }
             )
         return records
+
+    def _verdicts(self, texts: list[str], references: list[Any]) -> list[Any]:
+        """The task verifier's verdict on each text; None for all when a prompt has no reference (a prompts file's
+        rows, ``data.predict_prompts``: nothing to judge against)."""
+        if any(reference is None for reference in references):
+            return [None] * len(texts)
+        return self._task().verifier.verify_batch(texts, references)
 
     def read_confidence(self, prompts: list[list[int]], texts: list[str], batch_idx: int = 0) -> dict[str, list[float]]:
         """{readout: one value per prompt} for every readout of ``readout`` (see :mod:`caopd_pl.readouts`).

@@ -283,3 +283,33 @@ def test_every_output_is_readable_by_others(tmp_path):
     wrong = {name: oct(stat.S_IMODE(p.stat().st_mode)) for name, p in paths.items()}
     wrong = {name: mode for name, mode in wrong.items() if mode != ("0o755" if paths[name].is_dir() else "0o644")}
     assert not wrong
+
+
+def test_predict_answers_a_prompts_file_with_or_without_a_task(tmp_path, capsys):
+    prompts = tmp_path / "prompts.jsonl"
+    rows = [
+        {"prompt": "What is 2+3?", "source": "mine"},
+        {"id": "chat", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "1+1?"}]},
+    ]
+    prompts.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    config = small_config(tmp_path)
+    assert main(["predict", "--config", str(config), "--data.predict_prompts", str(prompts)]) == 0
+    written = [json.loads(line) for line in (tmp_path / "predict/initial/predictions.jsonl").read_text().splitlines()]
+    assert [record["id"] for record in written] == ["prompts:0", "chat"] and written[0]["source"] == "mine"
+    assert "What is 2+3?" in written[0]["prompt"] and CONFIDENCE_INSTRUCTION in written[0]["prompt"]
+    assert "<|im_start|>system\nBe brief.<|im_end|>" in written[1]["prompt"]
+    assert all(record["correct"] is None and record["status"] == "unjudged" for record in written)
+    assert {"completion", "confidence", "parsed", "readouts"} <= set(written[0])
+
+    no_task = yaml.safe_load(config.read_text())
+    del no_task["data"]["task"]
+    no_task["trainer"]["default_root_dir"] = str(tmp_path / "no_task")
+    config.write_text(yaml.safe_dump(no_task))
+    assert main(["predict", "--config", str(config), "--data.predict_prompts", str(prompts)]) == 0
+    assert len((tmp_path / "no_task/predict/initial/predictions.jsonl").read_text().splitlines()) == 2
+    capsys.readouterr()
+    assert main(["fit", "--config", str(config)]) == 2  # fit needs a task: one line naming it
+    assert "data.task is required" in capsys.readouterr().err
+    prompts.write_text('{"question": "no prompt field"}\n')
+    assert main(["predict", "--config", str(config), "--data.predict_prompts", str(prompts)]) == 2
+    assert f"data.predict_prompts: {prompts}:1: a prompt row needs 'prompt'" in capsys.readouterr().err

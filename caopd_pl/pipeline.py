@@ -10,6 +10,14 @@ continual runner (:mod:`caopd_pl.continual.runner`) and the miscalibration bench
     distil(experiment)
     records = evaluate(experiment)  # one dict per answered prompt of data.test_split
 
+Or without a config, in code (``examples/python_api.py``, ``docs/python_api.md``): build the datamodule and the
+module (handing it the datamodule's task and engine, as the CLI links them) and a trainer from :func:`make_trainer`::
+
+    data = RolloutDataModule(ArithmeticTask(num_train=200), rollout=RolloutConfig(engine="hf", num_samples=4))
+    module = CaOPDModule(ModelConfig(), warm_start=WarmStartConfig(steps=50), task=data.task,
+                         shared_engine=data.shared_engine)
+    make_trainer(max_epochs=2, default_root_dir="runs/python_api").fit(module, datamodule=data)
+
 Overrides are nested mappings laid over the config in order, exactly as further ``--config`` files would be
 (jsonargparse merges them): a mapping merges into a mapping, anything else replaces what was there, later wins.
 """
@@ -23,8 +31,10 @@ from typing import Any
 
 import lightning as L
 import yaml
+from lightning.pytorch.loggers import CSVLogger
 
-from caopd_pl.cli import cli_main
+from caopd_pl.callbacks import RolloutStats, RunSummary
+from caopd_pl.cli import TRAINER_DEFAULTS, cli_main, quiet_console
 from caopd_pl.datamodule import RolloutDataModule
 from caopd_pl.module import CaOPDModule
 from caopd_pl.tasks.base import TaskExample
@@ -60,6 +70,23 @@ def build(
     layers = [{"trainer": {"default_root_dir": str(root)}}, *overrides]
     cli = cli_main([*config_args(config, *layers), *args], run=False)
     return Experiment(cli.model, cli.datamodule, cli.trainer)
+
+
+def make_trainer(**options: Any) -> L.Trainer:
+    """A Lightning ``Trainer`` set up for CaOPD as the CLI sets it up: rollouts regenerated every epoch, no
+    distributed sampler, no sanity validation, the epoch's rollout statistics logged, a summary at the end of ``fit``,
+    Lightning's tips silenced, and (unless ``logger`` is given) a CSV logger writing ``metrics.csv`` (and the
+    checkpoints, Lightning's default place) under ``default_root_dir/logs/version_N``.
+
+    Args:
+        options: any ``lightning.Trainer`` argument (``max_epochs``, ``default_root_dir``, ``callbacks``, ...); they
+            override the defaults above, and ``callbacks`` are added to the two.
+    """
+    quiet_console()
+    root = options.get("default_root_dir") or "."
+    options = {**TRAINER_DEFAULTS, "logger": CSVLogger(root, name="logs"), **options}
+    options["callbacks"] = [RolloutStats(), RunSummary(), *options.get("callbacks", [])]
+    return L.Trainer(**options)
 
 
 def config_args(config: str | Path, *overrides: Mapping[str, Any]) -> list[str]:

@@ -4,9 +4,11 @@ records the module reports."""
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 import torch
-from helpers import small_config
+from helpers import REPO, metrics_rows, small_config
 
 from caopd_pl import pipeline
 from caopd_pl.cli import cli_main
@@ -87,3 +89,18 @@ def test_distil_then_evaluate_returns_the_module_s_records(tmp_path):
     expected_ids = [example.id for example in experiment.datamodule.task.split("ood")[:8]]
     assert sorted(record["id"] for record in records) == sorted(expected_ids)
     assert records == read_jsonl(experiment.trainer.log_dir + "/test_predictions.jsonl")
+
+
+@pytest.mark.slow
+def test_the_python_api_example_runs(tmp_path):
+    spec = importlib.util.spec_from_file_location("python_api", REPO / "examples/python_api.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    metrics = example.main(str(tmp_path), epochs=2)
+    assert {"test/accuracy", "test/ece", "test/mean_confidence"} <= set(metrics)
+    log_dir = tmp_path / "logs/version_0"
+    rows = metrics_rows(tmp_path)
+    assert any(row.get("rollout/p_acc") for row in rows) and any(row.get("train/kl") for row in rows)
+    assert [path.name for path in sorted((log_dir / "rollouts").iterdir())] == ["epoch_0.jsonl", "epoch_1.jsonl"]
+    assert (log_dir / "completions.csv").exists() and (log_dir / "metrics.json").exists()
+    assert len((log_dir / "test_predictions.jsonl").read_text().splitlines()) == 8

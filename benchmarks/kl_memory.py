@@ -33,13 +33,11 @@ DIVERGENCES = ("reverse", "forward", "jsd")  # the built-ins of caopd_pl.losses.
 
 def _by_autograd(divergence: str):
     """The built-in ``divergence`` with its closed form left out: chunked_divergence differentiates per_token."""
-    from caopd_pl.losses import Divergence, make_divergence
+    from caopd_pl.losses import DIVERGENCES, Divergence
 
-    builtin = make_divergence(divergence)
+    builtin = DIVERGENCES.build(divergence)
 
-    class ByAutograd(Divergence):
-        name = f"{divergence}_by_autograd"
-
+    class ByAutograd(Divergence):  # no name: not registered, used as the object it is
         def per_token(self, log_p, log_q):
             return builtin.per_token(log_p, log_q)
 

@@ -15,8 +15,9 @@ Divergences, per token, with p the student's and q the teacher's next-token dist
   * ``jsd``: beta * KL(q || m) + (1 - beta) * KL(p || m) with m = beta * q + (1 - beta) * p (TRL's generalised
     JSD; beta -> 0 tends to forward KL scaled by beta, beta -> 1 to reverse KL).
 
-Adding one is defining one class; the definition registers it under its ``name`` (``model.loss.divergence: hellinger``
-then selects it, once the module defining it is imported)::
+Adding one is defining one class. A subclass that sets ``name`` is registered under it when defined
+(``model.loss.divergence: hellinger`` then selects it, once the module defining it is imported); any subclass, named
+or not, is selected by its class path, its constructor's parameters given as ``init_args`` (:mod:`caopd_pl.registry`)::
 
     class SquaredHellinger(Divergence):
         name = "hellinger"
@@ -24,7 +25,10 @@ then selects it, once the module defining it is imported)::
         def per_token(self, log_p, log_q):  # (N, V), (N, V) -> (N,): 1 - sum sqrt(p q)
             return 1 - ((log_p + log_q) / 2).exp().sum(-1)
 
-Its constructor's parameters are filled from the ``model.loss`` options of the same name (``jsd`` takes ``beta``).
+    # model.loss.divergence: {class_path: my_losses.SquaredHellinger}
+    # model.loss.divergence: {class_path: jsd, init_args: {beta: 0.3}}   (a built-in's parameter)
+
+The divergence is built once, when :class:`LossConfig` is, and the loss functions take the object.
 
 Precision: whatever the dtype of the weights and hidden states (bf16 or fp16 weights, or bf16 activations under
 autocast with fp32 master weights), the vocabulary projections, the softmaxes, the loss and the weight gradient are
@@ -35,34 +39,35 @@ of 25, and on CPUs without native bf16 a bf16 matmul at these shapes is ~200x sl
 
 from __future__ import annotations
 
-import inspect
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 
-from caopd_pl.registry import register_by_name, registered
-
-DIVERGENCES: dict[str, type[Divergence]] = {}
-"""Every defined :class:`Divergence` subclass by its ``name``, in definition order (the built-ins first)."""
+from caopd_pl.registry import Registry
 
 
 class Divergence:
     """A token-level divergence between the student's (p) and the teacher's (q) next-token distributions.
 
-    A subclass sets ``name`` (defining it registers it in :data:`DIVERGENCES`) and implements :meth:`per_token`. It
+    A subclass implements :meth:`per_token`; one that sets ``name`` is registered in :data:`DIVERGENCES` under it. It
     may also implement :meth:`closed_form`, the chunk's value and its gradient with respect to the student's logits
     computed directly; without it, :func:`logit_grad_by_autograd` differentiates :meth:`per_token` one chunk at a
-    time. Extra parameters are constructor arguments, filled from the ``model.loss`` option of the same name.
+    time. Its parameters are constructor arguments (``init_args`` in a config).
     """
 
     name: ClassVar[str]
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
-        register_by_name(cls, DIVERGENCES, "Divergence")
+        DIVERGENCES.add_own_name(cls)
+
+    def __repr__(self) -> str:
+        arguments = ", ".join(f"{key}={value!r}" for key, value in vars(self).items())
+        return f"{type(self).__qualname__}({arguments})"
 
     def per_token(self, log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
         """The divergence of each row.
@@ -98,17 +103,12 @@ class Divergence:
         return cls.closed_form is not Divergence.closed_form
 
 
-def make_divergence(kind: str | Divergence, **options: float) -> Divergence:
-    """The registered divergence ``kind``, built with those of ``options`` its constructor takes (``beta``).
+DIVERGENCES: Registry[Divergence] = Registry(Divergence, "model.loss.divergence", "divergence")
+"""Every :class:`Divergence` subclass that sets a ``name``, by that name (the built-ins: ``reverse``, ``forward``,
+``jsd``); :meth:`~caopd_pl.registry.Registry.build` also takes class paths and ``{class_path, init_args}``."""
 
-    Raises:
-        ValueError: ``kind`` is not a registered name, or an option is out of range for it.
-    """
-    if isinstance(kind, Divergence):
-        return kind
-    cls = registered(DIVERGENCES, kind, "model.loss.divergence", "Divergence")
-    accepted = inspect.signature(cls).parameters
-    return cls(**{key: value for key, value in options.items() if key in accepted})
+DivergenceSpec = Divergence | str | dict[str, Any]
+"""A divergence, or what names one: a registered name, a class path, or ``{class_path, init_args}``."""
 
 
 def _weighted_rows(weights: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
@@ -158,14 +158,14 @@ class JSD(Divergence):
     (log p - log m - KL(p || m)), reverse KL's form with m in place of q.
 
     Args:
-        beta: the teacher's weight in the mixture, in (0, 1) (``model.loss.beta``).
+        beta: the teacher's weight in the mixture, in (0, 1).
     """
 
     name = "jsd"
 
     def __init__(self, beta: float = 0.5) -> None:
         if not 0.0 < beta < 1.0:
-            raise ValueError(f"model.loss.beta must be in (0, 1) for jsd, got {beta}")
+            raise ValueError(f"model.loss.divergence.init_args.beta must be in (0, 1) for jsd, got {beta}")
         self.beta = beta
 
     def _log_m_over_q(self, diff: torch.Tensor, inplace: bool = False) -> torch.Tensor:
@@ -204,13 +204,12 @@ class JSD(Divergence):
 
 @dataclass(frozen=True)
 class LossConfig:
-    """The distillation divergence."""
+    """The distillation divergence and how its per-token values are averaged."""
 
-    divergence: str = "reverse"
-    """``reverse`` KL(student || teacher) (default), ``forward`` KL(teacher || student), ``jsd``, or the ``name`` of
-    any other defined ``caopd_pl.losses.Divergence`` subclass."""
-    beta: float = 0.5
-    """Teacher weight of the ``jsd`` mixture, in (0, 1)."""
+    divergence: DivergenceSpec = "reverse"
+    """``reverse`` KL(student || teacher) (default), ``forward`` KL(teacher || student), ``jsd``, the ``name`` of any
+    other ``caopd_pl.losses.Divergence`` subclass, its class path, or ``{class_path, init_args}`` (``jsd``'s teacher
+    weight: ``{class_path: jsd, init_args: {beta: 0.3}}``). Built once, into the object the loss uses."""
     average: str = "token"
     """``token``: the mean over every counted completion token of the micro-batch; ``sequence``: the mean within each
     completion, then over completions (the reference's; the paper configs'), so a short completion and its confidence
@@ -229,7 +228,7 @@ class LossConfig:
     temperature to copy the reference's convention when sampling below 1."""
 
     def __post_init__(self) -> None:
-        make_divergence(self.divergence, beta=self.beta)  # a name that is not registered, or a bad beta for jsd
+        object.__setattr__(self, "divergence", DIVERGENCES.build(self.divergence))  # frozen: built once, here
         if self.average not in AVERAGES:
             raise ValueError(f"model.loss.average must be one of {list(AVERAGES)}, got {self.average!r}")
         if self.skip_first_tokens < 0 or self.chunk_size < 1:
@@ -238,11 +237,37 @@ class LossConfig:
             raise ValueError(f"model.loss.temperature must be > 0 (it divides the logits), got {self.temperature}")
 
 
+def upgrade_loss_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """``model.loss`` settings written before the divergence was an object (a name beside ``beta``), as today's.
+
+    ``divergence: jsd`` with ``beta: 0.3`` becomes ``divergence: {class_path: jsd, init_args: {beta: 0.3}}``; another
+    divergence drops ``beta``, which only ``jsd`` read. Today's settings come back unchanged.
+    """
+    upgraded = dict(settings)
+    if "beta" not in upgraded:
+        return upgraded
+    beta = upgraded.pop("beta")
+    if upgraded.get("divergence") == "jsd":
+        upgraded["divergence"] = {"class_path": "jsd", "init_args": {"beta": beta}}
+    return upgraded
+
+
+def comparable_divergence(spec: Any) -> Any:
+    """``{class_path, init_args}`` of the divergence ``spec`` builds, whatever spelling named it (``forward``,
+    ``ForwardKL``'s class path, a mapping), so that two configs compare equal when they train the same loss; ``spec``
+    itself when it builds nothing (a class no longer importable)."""
+    try:
+        divergence = DIVERGENCES.build(spec)
+    except (ValueError, TypeError):
+        return spec
+    cls = type(divergence)
+    return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": dict(vars(divergence))}
+
+
 def token_divergence(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
-    kind: str | Divergence = "reverse",
-    beta: float = 0.5,
+    divergence: DivergenceSpec = "reverse",
     temperature: float = 1.0,
 ) -> torch.Tensor:
     """Per-row divergence between next-token distributions.
@@ -250,14 +275,13 @@ def token_divergence(
     Args:
         student_logits: (N, V) logits of the student.
         teacher_logits: (N, V) logits of the teacher.
-        kind: a registered divergence name (``reverse``, ``forward``, ``jsd``, ...) or a :class:`Divergence`.
-        beta: mixture weight of the teacher in ``jsd``, in (0, 1).
+        divergence: a :class:`Divergence`, or what names one (:data:`DivergenceSpec`).
         temperature: both models' logits are divided by it before the softmax.
 
     Returns:
         (N,) divergences in nats, computed in float32 (float64 inputs stay float64).
     """
-    divergence = make_divergence(kind, beta=beta)
+    divergence = DIVERGENCES.build(divergence)
     log_p = F.log_softmax(_at_least_float32(student_logits) / temperature, dim=-1)  # (N, V)
     log_q = F.log_softmax(_at_least_float32(teacher_logits) / temperature, dim=-1)  # (N, V)
     return divergence.per_token(log_p, log_q)
@@ -403,8 +427,7 @@ def chunked_divergence(
     weight: torch.Tensor,
     teacher_hidden: torch.Tensor,
     teacher_weight: torch.Tensor,
-    kind: str | Divergence = "reverse",
-    beta: float = 0.5,
+    divergence: DivergenceSpec = "reverse",
     chunk_size: int = 64,
     temperature: float = 1.0,
     row_weights: torch.Tensor | None = None,
@@ -416,8 +439,7 @@ def chunked_divergence(
         weight: (V, H) student output embedding (``lm_head.weight``).
         teacher_hidden: (N, H) teacher final hidden states at the same positions (no gradient flows).
         teacher_weight: (V, H) teacher output embedding; its dtype may differ from the student's.
-        kind: a registered divergence name or a :class:`Divergence`, see :func:`token_divergence`.
-        beta: ``jsd`` mixture weight (given to any divergence whose constructor takes ``beta``).
+        divergence: a :class:`Divergence`, or what names one (:data:`DivergenceSpec`).
         chunk_size: rows per chunk; peak extra memory is a few (chunk_size, V) float32 buffers, a float32 block of a
             half-precision weight, and the float32 (V, H) gradient of ``weight``.
         temperature: both models' logits are divided by it before the softmax; the gradient flows through it.
@@ -428,10 +450,10 @@ def chunked_divergence(
         tokens for the mean.
 
     Raises:
-        ValueError: on an unknown divergence, beta outside (0, 1) for ``jsd``, chunk_size < 1, temperature <= 0, or
-            student and teacher rows of different shapes, or ``row_weights`` not of shape (N,).
+        ValueError: on an unknown divergence, chunk_size < 1, temperature <= 0, student and teacher rows of
+            different shapes, or ``row_weights`` not of shape (N,).
     """
-    divergence = make_divergence(kind, beta=beta)
+    divergence = DIVERGENCES.build(divergence)
     if hidden.shape != teacher_hidden.shape:
         raise ValueError(f"student rows {tuple(hidden.shape)} and teacher rows {tuple(teacher_hidden.shape)} differ")
     if chunk_size < 1:
@@ -464,8 +486,7 @@ def masked_mean_divergence(
     teacher_weight: torch.Tensor,
     student_mask: torch.Tensor,
     teacher_mask: torch.Tensor,
-    kind: str | Divergence = "reverse",
-    beta: float = 0.5,
+    divergence: DivergenceSpec = "reverse",
     chunk_size: int = 64,
     temperature: float = 1.0,
     average: str = "token",
@@ -482,7 +503,7 @@ def masked_mean_divergence(
         teacher_weight: (V, H) teacher output embedding.
         student_mask: (B, Ts) bool, positions whose next token is a counted completion token.
         teacher_mask: (B, Tt) bool, the teacher's positions for the same tokens.
-        kind, beta, chunk_size, temperature: see :func:`chunked_divergence`.
+        divergence, chunk_size, temperature: see :func:`chunked_divergence`.
         average: ``token``: the mean over all counted tokens, each token weighing alike (a long completion weighs
             more); ``sequence``: each sequence's mean over its counted tokens, then the mean over the sequences that
             count any (each completion weighs alike, its confidence tokens included; the reference's averaging).
@@ -498,11 +519,11 @@ def masked_mean_divergence(
     if int(teacher_mask.sum()) != int(count):
         raise ValueError(f"student counts {int(count)} completion tokens but teacher {int(teacher_mask.sum())}")
     if average == "token":
-        total = chunked_divergence(rows, weight, teacher_rows, teacher_weight, kind, beta, chunk_size, temperature)
+        total = chunked_divergence(rows, weight, teacher_rows, teacher_weight, divergence, chunk_size, temperature)
         return total / count.clamp_min(1), count
     per_sequence = student_mask.sum(-1)  # (B,)
     row_weights = 1.0 / per_sequence.repeat_interleave(per_sequence).to(torch.float32)  # (N,), each row's 1 / length
     total = chunked_divergence(
-        rows, weight, teacher_rows, teacher_weight, kind, beta, chunk_size, temperature, row_weights
+        rows, weight, teacher_rows, teacher_weight, divergence, chunk_size, temperature, row_weights
     )
     return total / (per_sequence > 0).sum().clamp_min(1), count

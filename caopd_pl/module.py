@@ -81,7 +81,7 @@ class CaOPDModule(L.LightningModule):
 
     Args:
         model: the student (the teacher starts as its copy).
-        loss: the distillation divergence.
+        loss: the distillation divergence (an object, built once from ``model.loss.divergence``) and its averaging.
         policy_loss: GRPO's objective, used on the RL methods' batches (``data.rl`` set); unread otherwise.
         ema_rate: teacher <- (1 - ema_rate) * teacher + ema_rate * student after every optimizer step.
         optimizer: optimizer of the student's parameters.
@@ -239,8 +239,7 @@ class CaOPDModule(L.LightningModule):
             self.teacher.get_output_embeddings().weight,  # (V, H)
             skip_first(batch["student_mask"], skip),
             skip_first(batch["teacher_mask"], skip),
-            kind=self.loss_config.divergence,
-            beta=self.loss_config.beta,
+            divergence=self.loss_config.divergence,
             chunk_size=self.loss_config.chunk_size,
             temperature=self.loss_config.temperature,
             average=self.loss_config.average,

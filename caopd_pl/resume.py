@@ -37,6 +37,7 @@ from lightning.pytorch.callbacks import Callback
 
 from caopd_pl.errors import UsageError
 from caopd_pl.files import atomic_torch_save
+from caopd_pl.losses import comparable_divergence, upgrade_loss_settings
 
 LAST = "last"
 CONFIG_KEY = "caopd_config"
@@ -201,7 +202,7 @@ def check_same_experiment(checkpoint: Mapping[str, Any], config: Mapping[str, An
     if saved is None:  # an older checkpoint: its module's constructor arguments are all there is
         hparams = {k: v for k, v in checkpoint.get("hyper_parameters", {}).items() if not k.startswith("_")}
         saved, config = {"model": hparams}, {"model": config.get("model", {})}
-    changed = changed_settings(saved, config, RESUME_MAY_CHANGE)
+    changed = changed_settings(_comparable(saved), _comparable(config), RESUME_MAY_CHANGE)
     if not changed:
         return
     shown = "; ".join(f"{key} is {old!r} there, {new!r} here" for key, old, new in changed[:3])
@@ -211,6 +212,19 @@ def check_same_experiment(checkpoint: Mapping[str, Any], config: Mapping[str, An
         "settings, or start a new run (another trainer.default_root_dir, no --ckpt_path); what a resume may change: "
         "docs/errors.md, Resuming"
     )
+
+
+def _comparable(config: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``config`` with ``model.loss`` in today's form and its divergence as the class and arguments it builds, so a
+    checkpoint written before the divergence was an object, or another spelling of the same one, compares equal."""
+    model = config.get("model")
+    loss = model.get("loss") if isinstance(model, Mapping) else None
+    if not isinstance(loss, Mapping):
+        return config
+    loss = upgrade_loss_settings(loss)
+    if "divergence" in loss:
+        loss["divergence"] = comparable_divergence(loss["divergence"])
+    return {**config, "model": {**model, "loss": loss}}
 
 
 def changed_settings(

@@ -12,7 +12,8 @@ before the confidence line, :mod:`caopd_pl.confidence`), never the reference: co
     RLCR reference code scores a format failure (see :class:`BrierReward`).
 
 Adding one is defining one class; the definition registers it under its ``name`` (``data.rl.reward: hedged`` then
-selects it, once the module defining it is imported)::
+selects it, once the module defining it is imported; its class path selects it without a name,
+:mod:`caopd_pl.registry`)::
 
     class Hedged(Reward):
         name = "hedged"
@@ -32,16 +33,13 @@ import math
 from typing import ClassVar
 
 from caopd_pl.confidence import parse_confidence
-from caopd_pl.registry import register_by_name, registered
-
-REWARDS: dict[str, type[Reward]] = {}
-"""Every defined :class:`Reward` subclass by its ``name``, in definition order (the built-ins first)."""
+from caopd_pl.registry import Registry
 
 
 class Reward:
     """The reward of one completion given the verifier's verdict on it.
 
-    A subclass sets ``name`` (defining it registers it in :data:`REWARDS`) and implements :meth:`__call__`. Extra
+    A subclass implements :meth:`__call__`; one that sets ``name`` is registered in :data:`REWARDS` under it. Extra
     parameters are constructor arguments, filled from ``data.rl.reward_options``.
     """
 
@@ -49,7 +47,7 @@ class Reward:
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
-        register_by_name(cls, REWARDS, "Reward")
+        REWARDS.add_own_name(cls)
 
     def __call__(self, text: str, correct: bool) -> float:
         """The reward of ``text``, a completion the verifier judged ``correct``; a finite float."""
@@ -64,7 +62,7 @@ def make_reward(kind: str | Reward, **options: float) -> Reward:
     """
     if isinstance(kind, Reward):
         return kind
-    cls = registered(REWARDS, kind, "data.rl.reward", "Reward")
+    cls = REWARDS.resolve(kind)
     accepted = inspect.signature(cls).parameters
     unknown = sorted(set(options) - set(accepted))
     if unknown:
@@ -72,6 +70,10 @@ def make_reward(kind: str | Reward, **options: float) -> Reward:
             f"data.rl.reward_options: {unknown} are not parameters of the {kind!r} reward; it takes {list(accepted)}"
         )
     return cls(**options)
+
+
+REWARDS: Registry[Reward] = Registry(Reward, "data.rl.reward", "reward")
+"""Every :class:`Reward` subclass that sets a ``name``, by that name (the built-ins: ``rlvr``, ``rlcr``)."""
 
 
 class Correctness(Reward):

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -60,7 +59,7 @@ from caopd_pl.methods import method_override
 from caopd_pl.metrics import answer_tensors, calibration_summary, without_nan
 from caopd_pl.pipeline import Experiment
 from caopd_pl.readouts import summaries_by_readout
-from caopd_pl.tasks.base import Task
+from caopd_pl.tasks.base import TASKS, Task
 from caopd_pl.warmstart import WarmStartConfig
 
 COMPARISON_KEYS = (
@@ -293,9 +292,8 @@ class ContinualRunner:
 
 
 def instantiate_task(spec: dict[str, Any]) -> Task:
-    """A task from ``{class_path, init_args}``."""
-    module_name, _, attr = spec["class_path"].rpartition(".")
-    return getattr(importlib.import_module(module_name), attr)(**spec.get("init_args", {}))
+    """A task from ``{class_path, init_args}`` (:data:`caopd_pl.tasks.base.TASKS`)."""
+    return TASKS.build(spec)
 
 
 def summarize_records(records: list[dict[str, Any]]) -> dict[str, Any]:

@@ -1,25 +1,32 @@
 """A new divergence is one class: the squared Hellinger distance below is defined here and nowhere else.
 
 It gives a per-token value only, so its gradient comes from autograd one chunk at a time; the loss, ``LossConfig``
-and a Lightning training step of :class:`CaOPDModule` take it by name. The built-ins' closed-form gradients are
-checked against the same autograd path.
+and a Lightning training step of :class:`CaOPDModule` take it by name. A divergence with a parameter of its own,
+written in a user's file, trains from one config line through the real entry point. The built-ins' closed-form
+gradients are checked against the same autograd path.
 """
 
 from __future__ import annotations
 
+import sys
+import textwrap
+
 import lightning as L
 import pytest
 import torch
-from helpers import distill_batch
+import yaml
+from helpers import distill_batch, metrics_rows, small_config
 from lightning.pytorch import Callback
 from torch.utils.data import DataLoader
 
+from caopd_pl.cli import cli_main
+from caopd_pl.errors import UsageError
 from caopd_pl.losses import (
     DIVERGENCES,
+    JSD,
     Divergence,
     LossConfig,
     logit_grad_by_autograd,
-    make_divergence,
     masked_mean_divergence,
 )
 from caopd_pl.models.loading import ModelConfig, final_hidden_states
@@ -39,9 +46,9 @@ class SquaredHellinger(Divergence):
 @pytest.fixture(autouse=True, scope="module")
 def _registered_only_here():
     """The class registered itself at import (collection); other modules' tests see the built-in registry."""
-    DIVERGENCES[SquaredHellinger.name] = SquaredHellinger
+    DIVERGENCES.add(SquaredHellinger)
     yield
-    DIVERGENCES.pop(SquaredHellinger.name)
+    DIVERGENCES.remove(SquaredHellinger.name)
 
 
 def naive_hellinger(logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
@@ -71,7 +78,7 @@ def test_new_divergence_matches_naive_full_logits_autograd(chunk_size, temperatu
     hidden, weight, teacher_hidden, teacher_weight, mask, teacher_mask = _padded_batch()
     mean, count = masked_mean_divergence(
         hidden, weight, teacher_hidden, teacher_weight, mask, teacher_mask,
-        kind="test_squared_hellinger", chunk_size=chunk_size, temperature=temperature,
+        divergence="test_squared_hellinger", chunk_size=chunk_size, temperature=temperature,
     )  # fmt: skip
     grads = torch.autograd.grad(mean, [hidden, weight])
     logits = hidden[mask] @ weight.T / temperature  # (14, V)
@@ -88,26 +95,36 @@ def test_new_divergence_matches_naive_full_logits_autograd(chunk_size, temperatu
 def test_new_divergence_is_zero_for_identical_inputs_and_float32_for_bf16_weights():
     hidden, weight, _, _, mask, _ = _padded_batch(torch.bfloat16)
     teacher = hidden.detach(), weight.detach()
-    mean, _ = masked_mean_divergence(hidden, weight, *teacher, mask, mask, kind="test_squared_hellinger")
+    mean, _ = masked_mean_divergence(hidden, weight, *teacher, mask, mask, divergence="test_squared_hellinger")
     grads = torch.autograd.grad(mean, [hidden, weight])
     assert mean.dtype == torch.float32 and abs(mean.item()) < 1e-6
     assert [g.dtype for g in grads] == [torch.bfloat16, torch.bfloat16]
     assert all(g.float().abs().max() < 1e-6 for g in grads)
 
 
-def test_loss_config_accepts_the_new_name_and_lists_it_for_an_unknown_one():
-    assert LossConfig(divergence="test_squared_hellinger").divergence == "test_squared_hellinger"
+def test_loss_config_builds_the_divergence_once_from_a_name_a_class_path_or_a_mapping():
+    assert type(LossConfig(divergence="test_squared_hellinger").divergence) is SquaredHellinger
+    assert type(LossConfig(divergence=f"{__name__}.SquaredHellinger").divergence) is SquaredHellinger
+    built = LossConfig(divergence={"class_path": "jsd", "init_args": {"beta": 0.3}}).divergence
+    assert type(built) is JSD and built.beta == 0.3
+    given = JSD(beta=0.2)
+    assert LossConfig(divergence=given).divergence is given
     with pytest.raises(ValueError, match=r"model.loss.divergence='hellinger' is not a registered divergence") as err:
         LossConfig(divergence="hellinger")
     assert "'test_squared_hellinger'" in str(err.value) and "define a Divergence subclass" in str(err.value)
+    assert "did you mean 'test_squared_hellinger'?" in str(err.value) or "did you mean" not in str(err.value)
+    with pytest.raises(ValueError, match=r"did you mean 'forward'\?"):
+        LossConfig(divergence="froward")
+    with pytest.raises(ValueError, match=r"^model.loss.divergence='jsd': .*unexpected keyword argument 'alpha'"):
+        LossConfig(divergence={"class_path": "jsd", "init_args": {"alpha": 0.3}})
 
 
-def test_a_name_is_required_and_never_shared():
-    with pytest.raises(TypeError, match="must set a class attribute name"):
+def test_a_name_is_optional_and_never_shared():
+    class Nameless(Divergence):  # not registered: its class path names it
+        def per_token(self, log_p, log_q):
+            return (log_p - log_q).abs().sum(-1)
 
-        class Nameless(Divergence):
-            pass
-
+    assert Nameless not in DIVERGENCES.values()
     with pytest.raises(TypeError, match="'reverse' .* is taken by ReverseKL"):
 
         class AnotherReverse(Divergence):
@@ -159,7 +176,7 @@ def test_caopd_module_trains_with_the_new_divergence(tmp_path):
 @pytest.mark.parametrize("name", [name for name, cls in DIVERGENCES.items() if cls.has_closed_form()])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_closed_form_gradient_equals_autograd_of_per_token(name, dtype):
-    divergence = make_divergence(name, beta=0.3)
+    divergence = JSD(beta=0.3) if name == "jsd" else DIVERGENCES.build(name)
     logits, teacher_logits = torch.randn(13, 41, dtype=dtype) * 3, torch.randn(13, 41, dtype=dtype) * 3  # (c, V)
     value, grad = logit_grad_by_autograd(divergence, logits, teacher_logits)
     log_p, log_q = logits.log_softmax(-1), teacher_logits.log_softmax(-1)
@@ -169,3 +186,66 @@ def test_closed_form_gradient_equals_autograd_of_per_token(name, dtype):
     torch.testing.assert_close(closed_value, value, **tolerance)
     torch.testing.assert_close(closed_value, divergence.per_token(log_p, log_q), **tolerance)  # (c,): per row
     torch.testing.assert_close(closed_grad, grad, **tolerance)
+
+
+# ---- a divergence in a user's own file, from one config line -------------------------------------------------------
+
+SKEWED_KL = """
+import math
+
+import torch
+
+from caopd_pl.losses import Divergence
+
+
+class SkewedKL(Divergence):
+    \"\"\"KL(q || alpha p + (1 - alpha) q): forward KL against a mixture, finite wherever q is.\"\"\"
+
+    def __init__(self, alpha: float = 0.5) -> None:
+        if not 0.0 < alpha <= 1.0:
+            raise ValueError(f"alpha must be in (0, 1], got {alpha}")
+        self.alpha = alpha
+
+    def per_token(self, log_p, log_q):  # (N, V), (N, V) -> (N,)
+        log_m = torch.logaddexp(log_p + math.log(self.alpha), log_q + math.log1p(-self.alpha))
+        return (log_q.exp() * (log_q - log_m)).sum(-1)
+"""
+
+
+@pytest.fixture
+def user_divergence(tmp_path, monkeypatch):
+    """The skewed KL in a module of the user's own (a file on sys.path), not in the project."""
+    folder = tmp_path / "user_code"
+    folder.mkdir()
+    (folder / "my_skewed_kl.py").write_text(textwrap.dedent(SKEWED_KL))
+    monkeypatch.syspath_prepend(str(folder))
+    yield "my_skewed_kl.SkewedKL"
+    monkeypatch.delitem(sys.modules, "my_skewed_kl", raising=False)
+
+
+def _config_with_divergence(root, divergence) -> str:
+    config = small_config(root, max_epochs=1)
+    settings = yaml.safe_load(config.read_text())
+    settings["model"]["loss"]["divergence"] = divergence
+    config.write_text(yaml.safe_dump(settings))
+    return str(config)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_a_users_divergence_with_a_parameter_trains_from_one_config_line(tmp_path, user_divergence):
+    spec = {"class_path": user_divergence, "init_args": {"alpha": 0.25}}
+    cli = cli_main(["fit", "--config", _config_with_divergence(tmp_path, spec)])
+
+    divergence = cli.model.loss_config.divergence
+    assert type(divergence).__module__ == "my_skewed_kl" and divergence.alpha == 0.25  # built once, as configured
+    losses = [float(row["train/loss"]) for row in metrics_rows(tmp_path) if row.get("train/loss")]
+    assert losses and all(loss >= 0 for loss in losses)  # a divergence, trained through the real entry point
+    (saved,) = tmp_path.glob("logs/version_*/config.yaml")
+    assert yaml.safe_load(saved.read_text())["model"]["loss"]["divergence"] == spec  # the resolved config says so
+
+
+def test_a_users_divergence_with_a_wrong_parameter_fails_in_one_line(tmp_path, user_divergence):
+    spec = {"class_path": user_divergence, "init_args": {"alpah": 0.25}}
+    with pytest.raises(UsageError, match=r"^model.loss.divergence='my_skewed_kl.SkewedKL': .*'alpah'") as err:
+        cli_main(["--config", _config_with_divergence(tmp_path, spec)], run=False)
+    assert "\n" not in str(err.value)

@@ -4,11 +4,24 @@ import torch.nn.functional as F
 from helpers import distill_batch
 
 import caopd_pl.losses
-from caopd_pl.losses import Divergence, LossConfig, chunked_divergence, masked_mean_divergence, token_divergence
+from caopd_pl.losses import (
+    DIVERGENCES,
+    JSD,
+    Divergence,
+    LossConfig,
+    chunked_divergence,
+    masked_mean_divergence,
+    token_divergence,
+)
 from caopd_pl.models.loading import final_hidden_states
 from caopd_pl.module import CaOPDModule
 
 KINDS = ["reverse", "forward", "jsd"]
+
+
+def built(kind: str) -> Divergence:
+    """The built-in divergence ``kind``; ``jsd`` with the teacher weight 0.3 the references use."""
+    return JSD(beta=0.3) if kind == "jsd" else DIVERGENCES.build(kind)
 
 
 @pytest.fixture(params=["closed_form", "autograd"])
@@ -43,7 +56,7 @@ def _inputs(n=45, h=24, v=97, dtype=torch.float32):
 @pytest.mark.parametrize("kind", KINDS)
 def test_token_divergence_matches_reference(kind):
     s, t = torch.randn(10, 33, dtype=torch.float64), torch.randn(10, 33, dtype=torch.float64)
-    torch.testing.assert_close(token_divergence(s, t, kind, 0.3), reference_divergence(s, t, kind, 0.3))
+    torch.testing.assert_close(token_divergence(s, t, built(kind)), reference_divergence(s, t, kind, 0.3))
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -61,7 +74,7 @@ def test_chunked_matches_unchunked_values_and_gradients(kind, chunk_size, gradie
     # float64 on both sides: the comparison checks the algebra (chunking, closed-form gradients), not float32
     # rounding, whose size depends on the machine's BLAS kernels and thread count.
     hidden, weight, teacher_hidden, teacher_weight = _inputs(dtype=torch.float64)
-    chunked = chunked_divergence(hidden, weight, teacher_hidden, teacher_weight, kind, 0.3, chunk_size)
+    chunked = chunked_divergence(hidden, weight, teacher_hidden, teacher_weight, built(kind), chunk_size)
     grads = torch.autograd.grad(chunked, [hidden, weight])
     naive = reference_divergence(hidden @ weight.T, teacher_hidden @ teacher_weight.T, kind, 0.3).sum()
     naive_grads = torch.autograd.grad(naive, [hidden, weight])
@@ -83,7 +96,7 @@ def test_float32_chunked_loss_is_as_accurate_as_float32_naive(kind, gradient_pat
     hidden, weight, teacher_hidden, teacher_weight = inputs32
     naive = reference_divergence(hidden @ weight.T, teacher_hidden @ teacher_weight.T, kind, 0.3).sum()
     naive_grads = torch.autograd.grad(naive, [hidden, weight])
-    chunked = chunked_divergence(hidden, weight, teacher_hidden, teacher_weight, kind, 0.3, 8)
+    chunked = chunked_divergence(hidden, weight, teacher_hidden, teacher_weight, built(kind), 8)
     chunked_grads = torch.autograd.grad(chunked, [hidden, weight])
     eps = torch.finfo(torch.float32).eps
     for got, base, want in zip([chunked, *chunked_grads], [naive, *naive_grads], [exact, *exact_grads]):
@@ -132,7 +145,15 @@ def test_sequence_average_is_the_mean_of_per_sequence_means(kind, gradient_path)
     teacher_mask = torch.zeros(b, t + 2, dtype=torch.bool)
     teacher_mask[0, 3:5] = teacher_mask[2, 3:9] = True
     mean, count = masked_mean_divergence(
-        hidden, weight, teacher_hidden, teacher_weight, mask, teacher_mask, kind, 0.3, chunk_size=3, average="sequence"
+        hidden,
+        weight,
+        teacher_hidden,
+        teacher_weight,
+        mask,
+        teacher_mask,
+        built(kind),
+        chunk_size=3,
+        average="sequence",
     )
     per_sequence = [
         reference_divergence(
@@ -142,7 +163,7 @@ def test_sequence_average_is_the_mean_of_per_sequence_means(kind, gradient_path)
     ]
     want = (per_sequence[0].mean() + per_sequence[1].mean()) / 2
     token_mean, _ = masked_mean_divergence(
-        hidden, weight, teacher_hidden, teacher_weight, mask, teacher_mask, kind, 0.3
+        hidden, weight, teacher_hidden, teacher_weight, mask, teacher_mask, built(kind)
     )
     assert count.item() == 8
     torch.testing.assert_close(mean, want)
@@ -173,7 +194,9 @@ def test_nothing_counted_gives_zero_loss_and_zero_gradient():
 def test_mismatched_masks_and_bad_settings_raise():
     hidden, weight, teacher_hidden, teacher_weight = _inputs()
     with pytest.raises(ValueError, match="beta"):
-        chunked_divergence(hidden, weight, teacher_hidden, teacher_weight, "jsd", beta=1.0)
+        chunked_divergence(
+            hidden, weight, teacher_hidden, teacher_weight, {"class_path": "jsd", "init_args": {"beta": 1}}
+        )
     with pytest.raises(ValueError, match="chunk_size"):
         chunked_divergence(hidden, weight, teacher_hidden, teacher_weight, chunk_size=0)
     with pytest.raises(ValueError, match="temperature"):
@@ -194,7 +217,7 @@ def test_mismatched_masks_and_bad_settings_raise():
 @pytest.mark.parametrize("temperature", [0.5, 2.0])
 def test_temperature_divides_both_models_logits(kind, temperature, gradient_path):
     hidden, weight, teacher_hidden, teacher_weight = _inputs(dtype=torch.float64)
-    got = chunked_divergence(hidden, weight, teacher_hidden, teacher_weight, kind, 0.3, 8, temperature)
+    got = chunked_divergence(hidden, weight, teacher_hidden, teacher_weight, built(kind), 8, temperature)
     grads = torch.autograd.grad(got, [hidden, weight])
     logits, teacher_logits = hidden @ weight.T, teacher_hidden @ teacher_weight.T
     want = reference_divergence(logits / temperature, teacher_logits / temperature, kind, 0.3)
@@ -202,7 +225,7 @@ def test_temperature_divides_both_models_logits(kind, temperature, gradient_path
     torch.testing.assert_close(got, want.sum(), atol=1e-10, rtol=1e-10)
     for got_grad, want_grad in zip(grads, want_grads):
         torch.testing.assert_close(got_grad, want_grad, atol=1e-10, rtol=1e-10)
-    plain = token_divergence(logits.detach(), teacher_logits, kind, 0.3, temperature=temperature)
+    plain = token_divergence(logits.detach(), teacher_logits, built(kind), temperature=temperature)
     torch.testing.assert_close(plain, want.detach(), atol=1e-10, rtol=1e-10)
 
 
@@ -274,7 +297,7 @@ def test_low_precision_loss_and_gradients_match_float64_reference(kind, dtype, m
     inputs = _rounded(dtype)
     hidden, weight, teacher_hidden, teacher_weight = [t.clone() for t in inputs]
     hidden.requires_grad_(), weight.requires_grad_()
-    loss = chunked_divergence(hidden, weight, teacher_hidden, teacher_weight, kind, 0.3, chunk_size=8)
+    loss = chunked_divergence(hidden, weight, teacher_hidden, teacher_weight, built(kind), chunk_size=8)
     grads = torch.autograd.grad(loss, [hidden, weight])
     assert loss.dtype == torch.float32 and [g.dtype for g in grads] == [dtype, dtype]
     _assert_float32_accurate([loss, *grads], inputs, kind)
@@ -288,7 +311,7 @@ def test_autocast_bf16_hidden_with_float32_weights_is_float32_accurate(kind, gra
     hidden, weight, teacher_hidden, teacher_weight = [t.clone() for t in inputs]
     hidden.requires_grad_(), weight.requires_grad_()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        loss = chunked_divergence(hidden, weight, teacher_hidden, teacher_weight, kind, 0.3, chunk_size=8)
+        loss = chunked_divergence(hidden, weight, teacher_hidden, teacher_weight, built(kind), chunk_size=8)
     grads = torch.autograd.grad(loss, [hidden, weight])
     assert loss.dtype == torch.float32 and [g.dtype for g in grads] == [torch.bfloat16, torch.float32]
     _assert_float32_accurate([loss, *grads], inputs, kind)
@@ -328,7 +351,7 @@ def test_loss_is_as_exact_as_float32_allows_at_the_qwen_vocabulary(kind, scale):
     generator = torch.Generator().manual_seed(0)
     logits = torch.randn(16, QWEN_VOCAB, generator=generator) * scale
     teacher = logits + 0.5 * scale * torch.randn(16, QWEN_VOCAB, generator=generator)
-    divergence = caopd_pl.losses.make_divergence(kind, beta=0.3)
+    divergence = built(kind)
 
     def closed_form(z, zt):
         with torch.no_grad():
@@ -361,7 +384,7 @@ def test_chunked_loss_is_as_exact_as_float32_naive_at_the_qwen_shape(kind):
     for name, dtype in [("exact", torch.float64), ("naive", torch.float32), ("ours", torch.float32)]:
         h, w = hidden.to(dtype).requires_grad_(), weight.to(dtype).requires_grad_()
         if name == "ours":
-            loss = chunked_divergence(h, w, teacher_hidden, weight, kind, 0.3, 16)
+            loss = chunked_divergence(h, w, teacher_hidden, weight, built(kind), 16)
         else:
             loss = reference_divergence(h @ w.T, teacher_hidden.to(dtype) @ weight.to(dtype).T, kind, 0.3).sum()
         errors[name] = [loss.detach().double(), *(g.double() for g in torch.autograd.grad(loss, [h, w]))]

@@ -18,8 +18,15 @@ from helpers import REPO, assert_resumed_like, fit, resume_config, small_config,
 from caopd_pl.__main__ import main
 from caopd_pl.cli import cli_main
 from caopd_pl.datamodule import EpochPermutation, RolloutDataModule
-from caopd_pl.errors import DiskFull
-from caopd_pl.resume import CONFIG_KEY, RESUME_MAY_CHANGE, AtomicCheckpointIO, changed_settings, epoch_seed
+from caopd_pl.errors import DiskFull, UsageError
+from caopd_pl.resume import (
+    CONFIG_KEY,
+    RESUME_MAY_CHANGE,
+    AtomicCheckpointIO,
+    changed_settings,
+    check_same_experiment,
+    epoch_seed,
+)
 
 
 def rng_by_batch(path: Path) -> dict[tuple[int, int], str]:
@@ -247,3 +254,19 @@ def test_changed_settings_names_what_differs_and_passes_over_what_may():
     current = {"model": {"lora": {"r": 8}, "tiny": {"width": 32, "new_field": 1}, "eval_max_new_tokens": 24}}
     current |= {"trainer": {"max_epochs": 9}, "ckpt_path": "last"}
     assert changed_settings(saved, current, RESUME_MAY_CHANGE) == [("model.lora", None, {"r": 8})]
+
+
+def test_a_checkpoint_from_before_the_divergence_was_an_object_resumes_under_the_same_loss():
+    loss = {"average": "token", "skip_first_tokens": 3, "chunk_size": 64, "temperature": 1.0}
+
+    def config(**settings):
+        return {"model": {"loss": {**loss, **settings}}}
+
+    saved = {CONFIG_KEY: config(divergence="jsd", beta=0.3)}  # written when beta sat beside the name
+    same = config(divergence={"class_path": "caopd_pl.losses.JSD", "init_args": {"beta": 0.3}})
+    check_same_experiment(saved, same, "old.ckpt")  # another spelling of the same divergence
+    forward = {CONFIG_KEY: config(divergence="forward", beta=0.5)}
+    check_same_experiment(forward, config(divergence="caopd_pl.losses.ForwardKL"), "old.ckpt")
+    other = config(divergence={"class_path": "jsd", "init_args": {"beta": 0.4}})
+    with pytest.raises(UsageError, match=r"model.loss.divergence.init_args.beta is 0.3 there, 0.4 here"):
+        check_same_experiment(saved, other, "old.ckpt")

@@ -1,4 +1,5 @@
-"""Rollout engines behind one interface, chosen by ``data.rollout.engine``: a name in :data:`ENGINES` or ``auto``.
+"""Rollout engines behind one interface, chosen by ``data.rollout.engine``: a name in :data:`ENGINES` (or a class
+path), or ``auto``.
 
 ``hf`` (Hugging Face ``generate`` on the student) and ``vllm`` (a colocated vLLM engine, imported only when one is
 created) are registered here; any other :class:`RolloutEngine` subclass with a ``name`` registers itself when it is
@@ -29,8 +30,9 @@ def make_engine(config: RolloutConfig, model: torch.nn.Module, tokenizer: Any) -
         ImportError: the engine needs a package that is not installed (vLLM).
     """
     name = resolve_engine_name(config.engine)
-    log.info("rollout engine: %s (%s)", name, ENGINES[name].__qualname__)
-    return ENGINES[name](config, model, tokenizer)
+    engine = ENGINES.resolve(name)
+    log.info("rollout engine: %s (%s)", name, engine.__qualname__)
+    return engine(config, model, tokenizer)
 
 
 def resolve_engine_name(requested: str) -> str:

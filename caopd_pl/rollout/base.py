@@ -1,7 +1,8 @@
 """The rollout engine interface: K sampled completions per prompt from the current student, and the registry.
 
 An engine is one subclass of :class:`RolloutEngine` with a ``name``: defining it registers it in :data:`ENGINES`,
-and ``data.rollout.engine: <name>`` selects it (:func:`caopd_pl.rollout.make_engine`); nothing else is edited. The
+and ``data.rollout.engine: <name>`` selects it (:func:`caopd_pl.rollout.make_engine`; its class path selects it
+without a name or an import, :mod:`caopd_pl.registry`); nothing else is edited. The
 subclass writes one method, :meth:`RolloutEngine.generate_chunk` (a seeded chunk of prompts); the base class owns the
 settings (:class:`RolloutConfig`, given once, at construction), the stop ids, the chunking and its seeds, and the
 progress bar. An engine that samples from its own copy of the weights (vLLM) also overrides :meth:`~RolloutEngine.sync`
@@ -21,13 +22,14 @@ of them (:meth:`Rollout.from_ids`).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import Any, ClassVar, Literal
 
 import torch
 from tqdm.auto import tqdm
+
+from caopd_pl.registry import Registry
 
 AUTO = "auto"
 """``data.rollout.engine: auto``: vLLM when it is installed and a GPU is present, else Hugging Face."""
@@ -38,8 +40,8 @@ class RolloutConfig:
     """How on-policy rollouts are sampled."""
 
     engine: str = "hf"
-    """Sampler: ``hf`` (Hugging Face ``generate``), ``vllm``, the ``name`` of any other ``RolloutEngine`` subclass,
-    or ``auto`` (vLLM when installed and a GPU is present, else ``hf``)."""
+    """Sampler: ``hf`` (Hugging Face ``generate``), ``vllm``, the ``name`` or class path of any other
+    ``RolloutEngine`` subclass, or ``auto`` (vLLM when installed and a GPU is present, else ``hf``)."""
     num_samples: int = 8
     """K, completions sampled per prompt; P_acc is the share of them the verifier accepts."""
     temperature: float = 1.0
@@ -127,34 +129,15 @@ def stop_token_ids(tokenizer: Any, generation_config: Any = None) -> list[int]:
 # The engine interface and its registry
 # --------------------------------------------------------------------------------------------------------------
 
-_REGISTRY: dict[str, type[RolloutEngine]] = {}
-ENGINES: Mapping[str, type[RolloutEngine]] = MappingProxyType(_REGISTRY)
-"""Every engine by its ``name``, read-only: a ``RolloutEngine`` subclass with a ``name`` is added when defined."""
-
 
 def check_engine_name(name: str) -> None:
-    """Raise unless ``name`` is a registered engine or ``auto``.
+    """Raise unless ``name`` names a rollout engine (a registered name, a class path, an entry point) or is ``auto``.
 
     Raises:
         ValueError: one line naming ``data.rollout.engine``, the value and the names it can take.
     """
-    if name != AUTO and name not in _REGISTRY:
-        known = ", ".join(repr(known) for known in sorted([*_REGISTRY, AUTO]))
-        raise ValueError(
-            f"data.rollout.engine must be one of {known}, got {name!r}; to add an engine, define a RolloutEngine "
-            f"subclass with name = {name!r} and import it before the run"
-        )
-
-
-def _register(engine: type[RolloutEngine]) -> None:
-    name = engine.name
-    if not isinstance(name, str) or not name or name == AUTO:
-        raise ValueError(f"{engine.__qualname__}.name must be a non-empty string other than {AUTO!r}, got {name!r}")
-    known = _REGISTRY.get(name)
-    # The same class defined again (a module reloaded) replaces itself; another class may not take the name.
-    if known is not None and (known.__module__, known.__qualname__) != (engine.__module__, engine.__qualname__):
-        raise ValueError(f"rollout engine name {name!r} is taken by {known.__module__}.{known.__qualname__}")
-    _REGISTRY[name] = engine
+    if name != AUTO:
+        ENGINES.resolve(name)
 
 
 class RolloutEngine(ABC):
@@ -176,8 +159,7 @@ class RolloutEngine(ABC):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if "name" in cls.__dict__:  # set on this class, not inherited: a subclass of an engine is not registered twice
-            _register(cls)
+        ENGINES.add_own_name(cls)  # a name set on this class, not inherited: a subclass is not registered twice
 
     def __init__(self, config: RolloutConfig, model: torch.nn.Module, tokenizer: Any) -> None:
         self.config, self.model, self.tokenizer = config, model, tokenizer
@@ -250,3 +232,15 @@ class RolloutEngine(ABC):
 
     def close(self) -> None:
         """Release the engine's memory and processes (here: nothing held)."""
+
+
+ENGINES: Registry[RolloutEngine] = Registry(
+    RolloutEngine,
+    "data.rollout.engine",
+    "rollout engine",
+    modules=("caopd_pl.rollout",),
+    group="caopd_pl.rollout_engines",
+    reserved=(AUTO,),
+)
+"""Every engine that sets a ``name``, by that name (``hf``, ``vllm``); a class path or an entry point of the
+``caopd_pl.rollout_engines`` group names any other."""

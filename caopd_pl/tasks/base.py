@@ -6,7 +6,8 @@ prompt is built from the same messages by :mod:`caopd_pl.templates`.
 
 A new task is one class: a :class:`GeneratedTask` (examples made in code: implement ``generate``) or a
 :class:`~caopd_pl.tasks.sources.FileTask` (rows from files: implement ``example``, one row to one example); a config
-names it by class path (``data.task.class_path: my_pkg.tasks.MyTask``).
+names it by class path (``data.task.class_path: my_pkg.tasks.MyTask``). :data:`TASKS` builds one from a class path,
+``{class_path, init_args}`` or an installed entry point (group ``caopd_pl.tasks``), as the other registries do.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from caopd_pl.confidence import with_instruction
+from caopd_pl.registry import Registry
 from caopd_pl.verifiers import Verifier, build
 
 Message = dict[str, str]
@@ -68,6 +70,11 @@ class Task(ABC):
     def splits(self) -> tuple[str, ...]:
         """The split names this task can serve."""
         return ("train", "val", "test")
+
+
+TASKS: Registry[Task] = Registry(Task, "data.task", "task", group="caopd_pl.tasks")
+"""Tasks named by entry point (group ``caopd_pl.tasks``); :meth:`~caopd_pl.registry.Registry.build` also takes class
+paths and ``{class_path, init_args}``, the form ``data.task`` and the continual runner's stages use."""
 
 
 class GeneratedTask(Task):

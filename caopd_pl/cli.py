@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 import itertools
 import logging
 import os
@@ -51,6 +52,7 @@ from caopd_pl.callbacks import RolloutStats, RunSummary, hide_version_number
 from caopd_pl.checkpoints import read_checkpoint
 from caopd_pl.datamodule import RolloutDataModule
 from caopd_pl.errors import UsageError, one_line
+from caopd_pl.losses import upgrade_loss_settings
 from caopd_pl.module import CaOPDModule
 from caopd_pl.resume import (
     AtomicCheckpointIO,
@@ -87,6 +89,11 @@ EVALUATION_MAY_DIFFER = (
     "data.rollout.enable_sleep_mode",
 )
 """Keys in which two evaluations of a checkpoint may differ and still write (and replace) the same results folder."""
+BUILTIN_TASKS = tuple(
+    f"caopd_pl.tasks.{name}" for name in ("arithmetic", "strings", "jsonl", "science", "tooluse", "reasoning_gym")
+)
+"""Imported before the parsers are built, so that ``data.task`` takes their short names (``--data.task.help
+JsonlTask``, ``class_path: JsonlTask``): jsonargparse knows the subclasses that are imported."""
 START_UP_FILES = ("config.yaml", "hparams.yaml")
 """What a log folder holds before a run has logged anything."""
 
@@ -95,6 +102,8 @@ class CaOPDCLI(LightningCLI):
     """LightningCLI with CaOPD's trainer defaults, output paths under ``default_root_dir``, and strict parsing."""
 
     def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
+        for name in BUILTIN_TASKS:
+            importlib.import_module(name)
         # exit_on_error=False: a parse error raises ArgumentError, which cli_main turns into one line instead of a
         # 100-line usage dump.
         kwargs = {"allow_abbrev": False, "exit_on_error": False, **kwargs}
@@ -124,7 +133,7 @@ class CaOPDCLI(LightningCLI):
 
     def _one_line(self, err: ArgumentError, args: Any) -> str:
         """The parser's complaint in one line, with the closest known option to an unknown one."""
-        message = re.sub(r'Parser key "([^"]+)":;?\s*', r"\1: ", one_line(err.message or err))
+        message = _without_union_noise(re.sub(r'Parser key "([^"]+)":;?\s*', r"\1: ", one_line(err.message or err)))
         args = list(sys.argv[1:] if args is None else args)
         stage = args[0] if args and args[0] in self.subcommands() else None
         parser = self._subcommand_parsers[stage] if stage else self.parser
@@ -133,6 +142,8 @@ class CaOPDCLI(LightningCLI):
             if close:
                 message += f"; did you mean {close[0]}?"
                 break
+        else:
+            message += _init_arg_hint(message)
         if "arguments are required" in message:
             message += "; start from a config, e.g. --config configs/quickstart.yaml"
         return f"{message} (every option: {PROG} {stage or 'fit'} --help)"
@@ -156,9 +167,29 @@ class CaOPDCLI(LightningCLI):
         # are stopped with it).
         checkpoint = read_checkpoint(path, check=int(os.environ.get("LOCAL_RANK", "0")) == 0)
         if subcommand != "fit":
-            super()._parse_ckpt_path()
+            self._use_checkpoint_settings(checkpoint, subcommand)
             return
         check_same_experiment(checkpoint, _config_dict(self._parser(subcommand), config), ckpt_path)
+
+    def _use_checkpoint_settings(self, checkpoint: dict[str, Any], subcommand: str) -> None:
+        """Lightning's step for evaluation: the checkpoint's model settings replace the config's, with settings
+        written by an older version in today's form (``model.loss``: :func:`caopd_pl.losses.upgrade_loss_settings`).
+
+        Raises:
+            UsageError: the checkpoint's settings do not parse.
+        """
+        hparams = dict(checkpoint.get("hyper_parameters", {}))
+        hparams.pop("_instantiator", None)
+        if not hparams:
+            return
+        if "_class_path" in hparams:
+            hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        elif isinstance(hparams.get("loss"), dict):
+            hparams["loss"] = upgrade_loss_settings(hparams["loss"])
+        try:
+            self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+        except ArgumentError as err:
+            raise UsageError(f"--ckpt_path: its saved model settings do not parse: {one_line(str(err))}") from err
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -209,6 +240,29 @@ def _unknown_keys(message: str) -> list[str]:
     keys = re.findall(r'[Kk]ey "([\w.]+)" is not expected|does not accept option \'([\w.]+)\'', message)
     keys = [key for pair in keys for key in pair if key]
     return options + [f"--{key}" for key in keys]
+
+
+def _without_union_noise(message: str) -> str:
+    """For an optional class (``data.task``: a Task or null), the complaint about the class given, without the list
+    of union members that did not match and the echo of the value."""
+    found = re.match(r"([\w.]+): Does not validate against any of the Union subtypes.*?(class_path '[\w.]+'):;?\s*"
+                     r"(.*?)(?:; - |$)", message)  # fmt: skip
+    return f"{found.group(1)}: {found.group(2)}: {found.group(3)}" if found else message
+
+
+def _init_arg_hint(message: str) -> str:
+    """``; did you mean X?`` for an option a class given by ``class_path`` does not take, when one of its arguments is
+    close to it (jsonargparse: "Problem with given class_path 'a.B': ... Option 'x' is not accepted"); else ''."""
+    found = re.search(r"class_path '([\w.]+)'.*?Option '(\w+)' is not accepted", message)
+    if found is None:
+        return ""
+    module, _, name = found.group(1).rpartition(".")
+    try:
+        parameters = list(inspect.signature(getattr(importlib.import_module(module), name)).parameters)
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return ""
+    close = difflib.get_close_matches(found.group(2), parameters, n=1, cutoff=0.6)
+    return f"; did you mean init_args.{close[0]}?" if close else ""
 
 
 def _with_full_key(message: str, options: list[str]) -> str:

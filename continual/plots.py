@@ -14,6 +14,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 from caopd_pl.plots import save_figure  # noqa: E402
 
 Matrix = Sequence[Sequence[float | None]]
+CELL_FONT_SIZE = 12
+"""Points of a heatmap's cell labels: readable at the figure's own size (cells are about an inch wide)."""
+MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+"""One marker per task of the curves, so that tasks with equal values stay apart."""
+DODGE = 0.06
+"""Horizontal step between the tasks' curves, in stages: identical curves are drawn side by side, not on top."""
 
 
 def _nan(matrix: Matrix) -> list[list[float]]:
@@ -31,7 +37,7 @@ def draw_heatmap(
             text = "n/a" if math.isnan(value) else f"{value:.2f}"
             shade = plt.get_cmap(cmap)(0.0 if math.isnan(value) else value)
             dark = 0.299 * shade[0] + 0.587 * shade[1] + 0.114 * shade[2] < 0.5
-            ax.text(j, i, text, ha="center", va="center", fontsize=8, color="white" if dark else "black")
+            ax.text(j, i, text, ha="center", va="center", fontsize=CELL_FONT_SIZE, color="white" if dark else "black")
     if num_trainable < len(columns):
         ax.axvline(num_trainable - 0.5, color="white", linewidth=3)
     ax.set_xticks(range(len(columns)), [f"{c}\n(held out)" if j >= num_trainable else c for j, c in enumerate(columns)])
@@ -68,7 +74,8 @@ def matrix_heatmap(
 def task_curves(
     matrices: dict[str, Matrix], rows: Sequence[str], columns: Sequence[str], path: str | Path, num_trainable: int
 ) -> None:
-    """One panel per metric: each task's value across stages (held-out tasks dashed).
+    """One panel per metric: each task's value across stages (held-out tasks dashed); each task has its own marker and
+    is shifted sideways by :data:`DODGE`, so that tasks with the same values stay visible side by side.
 
     Args:
         matrices: metric name -> (len(rows), len(columns)) matrix.
@@ -83,7 +90,8 @@ def task_curves(
         for j, task in enumerate(columns):
             style = "--" if j >= num_trainable else "-"
             label = f"{task} (held out)" if j >= num_trainable else task
-            ax.plot(range(len(rows)), [row[j] for row in values], style, marker="o", label=label)
+            x = [stage + DODGE * (j - (len(columns) - 1) / 2) for stage in range(len(rows))]
+            ax.plot(x, [row[j] for row in values], style, marker=MARKERS[j % len(MARKERS)], label=label, alpha=0.85)
         ax.set_xticks(range(len(rows)), rows, rotation=30)
         ax.set(xlabel="after stage", ylabel=metric, title=metric, ylim=(-0.02, 1.02))
         ax.grid(alpha=0.3)

@@ -313,3 +313,23 @@ def test_predict_answers_a_prompts_file_with_or_without_a_task(tmp_path, capsys)
     prompts.write_text('{"question": "no prompt field"}\n')
     assert main(["predict", "--config", str(config), "--data.predict_prompts", str(prompts)]) == 2
     assert f"data.predict_prompts: {prompts}:1: a prompt row needs 'prompt'" in capsys.readouterr().err
+
+
+def test_a_typo_inside_init_args_gets_a_did_you_mean(tmp_path):
+    config = yaml.safe_load(small_config(tmp_path).read_text())
+    config["data"]["task"]["init_args"]["num_trian"] = config["data"]["task"]["init_args"].pop("num_train")
+    path = tmp_path / "typo.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(UsageError) as raised:
+        cli_main(["--config", str(path)], run=False)
+    message = str(raised.value)
+    assert "data.task: class_path 'caopd_pl.tasks.arithmetic.ArithmeticTask': Option 'num_trian'" in message
+    assert "did you mean init_args.num_train?" in message and "Union subtypes" not in message
+
+
+def test_task_help_takes_a_short_name_and_describes_every_option(capsys):
+    with pytest.raises(SystemExit):
+        cli_main(["fit", "--data.task.help", "JsonlTask"])
+    out = capsys.readouterr().out
+    assert "Help for --data.task.help=caopd_pl.tasks.jsonl.JsonlTask" in out
+    assert "Source of the validation split." in out and "Rows kept per split" in out

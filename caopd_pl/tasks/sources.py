@@ -119,14 +119,17 @@ class FileTask(Task):
         limit: int | None = None,
         verifier: str | Verifier | dict[str, Any] | None = None,
     ) -> None:
-        """Args:
-        train: Source of the train split (folder, JSONL, JSON, Parquet or hub name; see :mod:`caopd_pl.tasks.sources`).
-        val: Source of the validation split.
-        test: Source of the test split.
-        ood: Source of an out-of-distribution split.
-        limit: Rows kept per split (None: all).
-        verifier: The judge: a registered name (``math``, ``code``, ``chemistry``, ``tooluse``, ...), a class path,
-            or ``{class_path, init_args}``; None: the task's own (its class docstring names it).
+        """Read the splits named by their sources (a split without a source is not served).
+
+        Args:
+            train: Source of the train split (folder, JSONL, JSON, Parquet or hub name; see
+                :mod:`caopd_pl.tasks.sources`).
+            val: Source of the validation split.
+            test: Source of the test split.
+            ood: Source of an out-of-distribution split.
+            limit: Rows kept per split (None: all).
+            verifier: The judge: a registered name (``math``, ``code``, ``chemistry``, ``tooluse``, ...), a class
+                path, or ``{class_path, init_args}``; None: the task's own (its class docstring names it).
 
         Raises:
             UsageError: no split has a source, a negative ``limit``, or a source that cannot be read.

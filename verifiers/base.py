@@ -4,14 +4,25 @@ A verifier decides whether one completion is correct. CaOPD's empirical confiden
 rollouts that the verifier accepts, so a verifier must never crash the run: ``verify_batch`` turns an exception
 into ``Verdict.error(...)`` (wrong, with status ``error``). Subclasses implement ``verify`` and may override
 ``verify_batch`` to run in parallel (:class:`caopd_pl.verifiers.pooled.PooledVerifier` does it with a pool).
+
+The base class keeps one promise for every subclass: ``verify`` and ``verify_batch`` see each completion without its
+confidence line (:func:`caopd_pl.confidence.strip_confidence`, everything from the first ``Confidence:`` key on), so
+a verifier that reads "the last number" never reads the stated confidence as the answer. The base applies it to
+the ``verify`` and ``verify_batch`` a subclass defines; the subclass judges the answer text it is given. A verifier
+whose answer may itself hold a line that reads like a confidence key (a program's ``confidence: float = 0.5``) sets
+``reads_whole_completion = True`` and finds its answer in the whole text (``code`` does).
 """
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, get_args
+
+from caopd_pl.confidence import strip_confidence
+from caopd_pl.registry import Registry
 
 VerdictStatus = Literal["correct", "wrong", "timeout", "error"]
 """``correct`` and ``wrong``: the verifier decided; ``timeout`` and ``error``: it could not (counted wrong)."""
@@ -55,16 +66,27 @@ class Verdict:
 
 
 class Verifier(ABC):
-    """Base class of all verifiers. Register subclasses with :func:`caopd_pl.verifiers.register`.
+    """Base class of all verifiers. A subclass that sets ``name`` is registered under it when defined
+    (:data:`VERIFIERS`); any subclass is named by its class path.
 
     A verifier is a context manager: ``with build("math") as verifier: ...`` closes it on the way out.
     """
 
     name: ClassVar[str] = ""
+    reads_whole_completion: ClassVar[bool] = False
+    """True: ``verify`` and ``verify_batch`` get the completion with its confidence line."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "verify" in cls.__dict__:
+            cls.verify = _on_the_answer(cls.__dict__["verify"])
+        if "verify_batch" in cls.__dict__:
+            cls.verify_batch = _on_the_answers(cls.__dict__["verify_batch"])
+        VERIFIERS.add_own_name(cls)
 
     @abstractmethod
     def verify(self, completion: str, reference: Any) -> Verdict:
-        """Judge one completion against its reference."""
+        """Judge one completion against its reference; ``completion`` comes without its confidence line."""
 
     def verify_batch(self, completions: Sequence[str], references: Sequence[Any]) -> list[Verdict]:
         """Judge many completions; never raises for a single bad item."""
@@ -79,6 +101,47 @@ class Verifier(ABC):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+VERIFIERS: Registry[Verifier] = Registry(
+    Verifier,
+    "verifier",
+    "verifier",
+    modules=tuple(
+        f"caopd_pl.verifiers.{module}"
+        for module in ("answer_text", "chemistry", "code", "exact", "math", "reasoning_gym", "tooluse")
+    ),
+    group="caopd_pl.verifiers",
+)
+"""Every verifier that sets a ``name`` (the built-ins' modules are imported on the first lookup), and every
+installed entry point of the ``caopd_pl.verifiers`` group."""
+
+
+def _without_confidence(verifier: Verifier, completion: Any) -> Any:
+    """A completion's text before its confidence line; anything but a string as it is (a verifier reports it)."""
+    if verifier.reads_whole_completion or not isinstance(completion, str):
+        return completion
+    return strip_confidence(completion)
+
+
+def _on_the_answer(verify: Callable[..., Verdict]) -> Callable[..., Verdict]:
+    """``verify``, given the completion without its confidence line (stripping twice changes nothing)."""
+
+    @functools.wraps(verify)
+    def verify_answer(self: Verifier, completion: Any, reference: Any) -> Verdict:
+        return verify(self, _without_confidence(self, completion), reference)
+
+    return verify_answer
+
+
+def _on_the_answers(verify_batch: Callable[..., list[Verdict]]) -> Callable[..., list[Verdict]]:
+    """``verify_batch``, given the completions without their confidence lines."""
+
+    @functools.wraps(verify_batch)
+    def verify_answers(self: Verifier, completions: Sequence[Any], references: Sequence[Any]) -> list[Verdict]:
+        return verify_batch(self, [_without_confidence(self, completion) for completion in completions], references)
+
+    return verify_answers
 
 
 def check_batch(completions: Sequence[str], references: Sequence[Any]) -> None:

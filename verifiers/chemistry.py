@@ -1,10 +1,10 @@
 """Chemistry verifier: multiple-choice letters (as the CaOPD paper scores them) and SMILES answers by RDKit.
 
 The completion's answer is the content of the last ``<answer>...</answer>`` before its confidence (the science
-system prompt asks for ``<reasoning>...</reasoning><answer>X</answer>``). "Before its confidence" is
-:func:`caopd_pl.confidence.strip_confidence`, the one definition every verifier shares, so a verdict never depends on
-the confidence part; the paper's scoring reads the whole text, which differs only for a completion that writes an
-``<answer>`` after a confidence key. References:
+system prompt asks for ``<reasoning>...</reasoning><answer>X</answer>``). The base class strips the confidence
+(:func:`caopd_pl.confidence.strip_confidence`, the one definition every verifier shares) before ``verify``, so a
+verdict never depends on it; the paper's scoring reads the whole text, which differs only for a completion that
+writes an ``<answer>`` after a confidence key. References:
 
 - ``{"answer": "B"}`` or a bare ``"B"``: correct when the answer is that letter (case-insensitive), as in the paper's
   release, where anything else inside the tags is wrong;
@@ -18,9 +18,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from caopd_pl.confidence import strip_confidence
 from caopd_pl.verifiers.base import Verdict, Verifier
-from caopd_pl.verifiers.registry import register
 
 _LETTER = re.compile(r"[A-Za-z]")
 MAX_SMILES = 500
@@ -77,9 +75,10 @@ def parse_chemistry_reference(reference: Any) -> tuple[str, str]:
     raise ValueError(f'a chemistry reference is "B", {{"answer": "B"}} or {{"smiles": "CCO"}}; got {reference!r:.200}')
 
 
-@register("chemistry")
 class ChemistryVerifier(Verifier):
     """Correct when the last ``<answer>`` before the confidence is the reference letter, or the reference molecule."""
+
+    name = "chemistry"
 
     def __init__(self, stereo: bool = True, charge: bool = True) -> None:
         """Args:
@@ -90,7 +89,7 @@ class ChemistryVerifier(Verifier):
 
     def verify(self, completion: str, reference: Any) -> Verdict:
         kind, expected = parse_chemistry_reference(reference)
-        answer = extract_tagged_answer(strip_confidence(completion))
+        answer = extract_tagged_answer(completion)
         if answer is None:
             return Verdict(False, "no <answer> tag")
         if kind == "letter":

@@ -31,7 +31,6 @@ from typing import Any, Literal
 from caopd_pl.confidence import strip_confidence
 from caopd_pl.verifiers.base import Verdict, safe_verify
 from caopd_pl.verifiers.pooled import PooledVerifier
-from caopd_pl.verifiers.registry import register
 from caopd_pl.verifiers.sandbox import Sandbox, SandboxLimits, SandboxRun
 
 _FENCE = re.compile(r"```[ \t]{0,8}([A-Za-z0-9_+-]{0,20})[^\n]{0,80}\n(.*?)```", re.DOTALL)
@@ -78,9 +77,11 @@ def _check_test_runs(test: str, entry_point: str | None) -> None:
         raise ValueError("code reference: the test defines check(candidate) but no entry_point names what to pass it")
 
 
-@register("code")
 class CodeVerifier(PooledVerifier):
     """Correct when the completion's program passes the reference tests inside the sandbox."""
+
+    name = "code"
+    reads_whole_completion = True  # a program may hold a line that reads like a confidence key
 
     def __init__(
         self,

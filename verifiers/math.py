@@ -1,6 +1,7 @@
 """Math verifier: the completion's final answer, compared with the reference by math-verify.
 
-Answer rule (:func:`extract_math_answer`), applied to the completion without its ``Confidence:`` line:
+Answer rule (:func:`extract_math_answer`), applied to the completion without its ``Confidence:`` line (the base
+class strips it before ``verify`` and ``verify_batch``):
 
 1. the content of the last ``\\boxed{...}`` (or ``\\fbox{...}``) with balanced braces;
 2. else the text after the last "answer is" (case-insensitive; "The final answer is: $3$") up to the end of its line,
@@ -23,11 +24,9 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
-from caopd_pl.confidence import strip_confidence
 from caopd_pl.verifiers.base import Verdict
 from caopd_pl.verifiers.deadline_pool import DeadlinePool, Status
 from caopd_pl.verifiers.pooled import PooledVerifier
-from caopd_pl.verifiers.registry import register
 
 MAX_ANSWER_CHARS = 1000
 _BOX = re.compile(r"\\(?:boxed|fbox)\s{0,4}\{")
@@ -71,12 +70,11 @@ def extract_math_answer(completion: str) -> str | None:
     """The final answer of a completion by the rule in the module docstring; None when there is none. Never raises."""
     if not isinstance(completion, str):
         return None
-    body = strip_confidence(completion)
     for rule in (_last_boxed, _after_answer_is):
-        answer = rule(body)
+        answer = rule(completion)
         if answer:
             return answer[:MAX_ANSWER_CHARS]
-    numbers = _NUMBER.findall(body[-100_000:])
+    numbers = _NUMBER.findall(completion[-100_000:])
     return numbers[-1].replace(",", "") if numbers else None
 
 
@@ -121,9 +119,10 @@ class _Init:
 
 
 # ---------------------------------------------------------------------------------------------- verifier
-@register("math")
 class MathVerifier(PooledVerifier):
     """Correct when the final answer equals the reference under math-verify."""
+
+    name = "math"
 
     def __init__(self, timeout: float = 5.0, workers: int | None = None, memory_mb: int = 2048) -> None:
         """Describe the verifier; its worker processes start on the first batch and live until :meth:`close`.

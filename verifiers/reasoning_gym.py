@@ -1,7 +1,7 @@
 """reasoning-gym verifier: a completion's final answer, scored by its generator's own ``score_answer``.
 
-Answer rule (:func:`extract_answer`), applied to the completion without its confidence
-(:func:`caopd_pl.confidence.strip_confidence`, so a confidence number is never read as the answer):
+Answer rule (:func:`extract_answer`), applied to the completion without its confidence (the base class strips it
+before ``verify`` and ``verify_batch``, so a confidence number is never read as the answer):
 
 1. the text after the last ``Answer:`` (any case; ``**Answer:**``, ``**Answer**:`` and ``Final answer:`` too) to the
    end of its line; when nothing follows it on that line, the lines below it up to the first empty line (grids and
@@ -39,11 +39,9 @@ from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any
 
-from caopd_pl.confidence import strip_confidence
 from caopd_pl.verifiers.base import Verdict
 from caopd_pl.verifiers.deadline_pool import DeadlinePool, Status
 from caopd_pl.verifiers.pooled import PooledVerifier
-from caopd_pl.verifiers.registry import register
 
 MAX_ANSWER_CHARS = 4000
 INSTALL_HINT = 'the reasoning-gym package is not installed: pip install -e ".[real]"'
@@ -57,14 +55,13 @@ def extract_answer(completion: str) -> str | None:
     """The final answer of a completion by the rule in the module docstring; None when there is none. Never raises."""
     if not isinstance(completion, str):
         return None
-    body = strip_confidence(completion)
     last = None
-    for last in _ANSWER.finditer(body):
+    for last in _ANSWER.finditer(completion):
         pass
     if last is None:
-        lines = [line for line in body.splitlines() if line.strip()]
+        lines = [line for line in completion.splitlines() if line.strip()]
         return lines[-1].strip()[:MAX_ANSWER_CHARS] if lines else None
-    line, _, below = body[last.end() :].partition("\n")
+    line, _, below = completion[last.end() :].partition("\n")
     line = _CLOSING_BOLD.sub("", line.strip())  # the emphasis that closes "**Answer:** 42"
     answer = line or _block(below)
     return answer[:MAX_ANSWER_CHARS] if answer else None
@@ -184,9 +181,10 @@ class _Init:
 
 
 # ---------------------------------------------------------------------------------------------- verifier
-@register("reasoning_gym")
 class ReasoningGymVerifier(PooledVerifier):
     """Correct when the generator's ``score_answer`` of the final answer reaches ``threshold``."""
+
+    name = "reasoning_gym"
 
     def __init__(
         self, threshold: float = 1.0, timeout: float = 10.0, workers: int | None = None, memory_mb: int = 2048

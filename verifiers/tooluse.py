@@ -1,13 +1,12 @@
 """Tool-use verifier: the first tool call of the completion against the first golden call (the paper's training
 verifier).
 
-The completion follows the ToolAlpaca/ReAct format ``Thought: ... Action: name Action Input: {json}``. The call is
-the first ``Action:`` name and the first JSON object after the first ``Action Input:``, read in the completion
-without its confidence (:func:`caopd_pl.confidence.strip_confidence`, the definition every verifier shares, so a
-verdict never depends on the confidence part; the paper reads the whole text, which differs only for a call written
-after a confidence key). It is correct when the name equals the golden first ``Action`` and the arguments equal the
-golden ``Action_Input`` after JSON normalisation (key order and spacing ignored; the golden input may be a JSON
-string or an object; an empty golden input matches ``{}``).
+The completion follows the ToolAlpaca/ReAct format ``Thought: ... Action: name Action Input: {json}``. The call is the
+first ``Action:`` name and the first JSON object after the first ``Action Input:``, read in the completion without its
+confidence (the base class strips it before ``verify``, so a verdict never depends on the confidence part; the paper
+reads the whole text, which differs only for a call written after a confidence key). It is correct when the name equals
+the golden first ``Action`` and the arguments equal the golden ``Action_Input`` after JSON normalisation (key order and
+spacing ignored; the golden input may be a JSON string or an object; an empty golden input matches ``{}``).
 
 Reference: the golden list ``[{"Action": "getX", "Action_Input": "{\\"a\\": 1}"}, ...]`` (only the first call counts),
 a single such dict, or the Python-repr string of the list as some releases store it (parsed by
@@ -21,9 +20,7 @@ import json
 import re
 from typing import Any
 
-from caopd_pl.confidence import strip_confidence
 from caopd_pl.verifiers.base import Verdict, Verifier
-from caopd_pl.verifiers.registry import register
 
 _ACTION = re.compile(r"Action:[ \t]{0,16}([^\n]{0,200})")
 _ACTION_INPUT = re.compile(r"Action Input:[ \t]{0,16}")
@@ -78,13 +75,14 @@ def normalise(arguments: dict) -> str:
     return json.dumps(arguments, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-@register("tooluse")
 class ToolUseVerifier(Verifier):
     """Correct when the first Action and Action Input equal the first golden call."""
 
+    name = "tooluse"
+
     def verify(self, completion: str, reference: Any) -> Verdict:
         want_name, want_args = golden_call(reference)
-        name, arguments = extract_tool_call(strip_confidence(completion))
+        name, arguments = extract_tool_call(completion)
         if name is None:
             return Verdict(False, "no Action")
         if arguments is None:

@@ -1,9 +1,11 @@
-"""The `exact` and `answer_text` verifiers read the answer before the confidence key, as the stripper defines it."""
+"""The `exact` and `answer_text` verifiers read the answer before the confidence key, as the stripper defines it: the
+base class hands ``verify`` the completion without its confidence, and the answer rules read that."""
 
 from __future__ import annotations
 
 import pytest
 
+from caopd_pl.confidence import strip_confidence
 from caopd_pl.verifiers.answer_text import AnswerTextVerifier, extract_text_answer
 from caopd_pl.verifiers.exact import ExactAnswerVerifier, extract_integer_answer
 
@@ -21,7 +23,7 @@ from caopd_pl.verifiers.exact import ExactAnswerVerifier, extract_integer_answer
     ],
 )
 def test_integer_answer(completion, answer):
-    assert extract_integer_answer(completion) == answer
+    assert extract_integer_answer(strip_confidence(completion)) == answer
 
 
 @pytest.mark.parametrize(
@@ -36,7 +38,7 @@ def test_integer_answer(completion, answer):
     ],
 )
 def test_text_answer(completion, answer):
-    assert extract_text_answer(completion) == answer
+    assert extract_text_answer(strip_confidence(completion)) == answer
 
 
 def test_verdicts():

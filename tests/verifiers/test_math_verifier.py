@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from caopd_pl.confidence import strip_confidence
 from caopd_pl.verifiers import build
 from caopd_pl.verifiers.math import MathVerifier, extract_math_answer
 
@@ -32,11 +33,12 @@ def verifier():
     ],
 )
 def test_answer_rule(completion, answer):
-    assert extract_math_answer(completion) == answer
+    assert extract_math_answer(strip_confidence(completion)) == answer  # the text the base class hands verify
 
 
 def test_confidence_number_is_never_the_answer():
-    assert extract_math_answer("I am not sure.\nConfidence: 0.85") is None
+    verdict = MathVerifier(workers=1).verify("I am not sure.\nConfidence: 0.85", "0.85")
+    assert not verdict.correct and verdict.status == "wrong"
 
 
 @pytest.mark.parametrize(

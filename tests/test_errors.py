@@ -136,7 +136,7 @@ ROWS = {
         [*FIT, "--model.loss.divergence", "kl"],
         None,
         "caopd_pl fit: error: model.loss.divergence='kl' is not a registered divergence; choose one of ['reverse', "
-        "'forward', 'jsd'] or define a Divergence subclass",
+        "'forward', 'jsd'] or define a Divergence subclass (its class path names it)",
     ),
     "missing_demonstrations": (
         FIT,

@@ -28,6 +28,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.callbacks.progress import ProgressBar
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 
+from caopd_pl import comparison
 from caopd_pl.files import write_jsonl
 from caopd_pl.inspection import TABLE_COLUMNS, rollout_records
 
@@ -140,6 +141,21 @@ class RunSummary(Callback):
         log_dir = trainer.log_dir  # a collective under DDP (rank 0 broadcasts it): every rank asks
         if trainer.is_global_zero:
             print(fit_summary(trainer, log_dir, time.perf_counter() - self.started))
+            print(before_and_after(pl_module, log_dir) or "", end="")
+
+
+def before_and_after(module: L.LightningModule, log_dir: str | None) -> str | None:
+    """The starting model against the last validation (:mod:`caopd_pl.comparison`): the table, and its JSON and PNG
+    written into ``log_dir``; None when the run has no such pair (``model.validate_start: false``, no validation)."""
+    start = getattr(module, "start_evaluation", None)
+    end = module.end_evaluation() if hasattr(module, "end_evaluation") else None
+    if start is None or end is None:
+        return None
+    text = comparison.table(start, end) + "\n"
+    if log_dir:
+        written = comparison.write(start, end, log_dir)
+        text += f"  wrote {', '.join(written)} to {log_dir}\n"
+    return text
 
 
 def warm_start_logger(trainer: L.Trainer, flush_every_s: float = 30.0) -> Callable[[int, float], None]:

@@ -48,6 +48,7 @@ import torch
 import torch.distributed as dist
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
+from caopd_pl import comparison
 from caopd_pl.callbacks import warm_start_logger
 from caopd_pl.confidence import parse_confidence
 from caopd_pl.data import PromptBatch, skip_first
@@ -109,6 +110,8 @@ class CaOPDModule(L.LightningModule):
             neither runs.
         shared_engine: the run's rollout engine, shared with the datamodule's rollouts (the CLI links
             ``data.shared_engine``); the student and tokenizer are bound to it here. None where nothing decodes.
+        validate_start: evaluate the starting model (after the warm start) on the validation prompts before the first
+            epoch; ``fit`` ends by comparing it with the last validation (:mod:`caopd_pl.comparison`).
     """
 
     def __init__(
@@ -127,6 +130,7 @@ class CaOPDModule(L.LightningModule):
         lora: LoraSettings | None = None,
         task: Task | None = None,
         shared_engine: SharedEngine | None = None,
+        validate_start: bool = True,
     ) -> None:
         super().__init__()
         if not 0.0 <= ema_rate <= 1.0:
@@ -156,6 +160,9 @@ class CaOPDModule(L.LightningModule):
         self.ema_generator: torch.Generator | None = None  # stochastic rounding of a low-precision teacher
         self._ema_generator_state: torch.Tensor | None = None  # from a checkpoint, applied once the device is known
         self.warm_started = warm_start is None
+        self.validate_start = validate_start
+        self.start_evaluation: dict[str, Any] | None = None  # comparison.snapshot of the starting model
+        self.val_records: list[dict[str, Any]] = []  # the latest validation's answers
         # Every readout's metrics: val/expected/ece, ...; the primary's are logged unsuffixed too (val/ece).
         self.val_readout_metrics = torch.nn.ModuleDict(
             {name: calibration_metrics(f"val/{name}/") for name in readout.readouts}
@@ -193,6 +200,8 @@ class CaOPDModule(L.LightningModule):
         _ignore_teacher_eval_mode_warning(self.teacher)
         if not self.warm_started:
             self._run_warm_start()
+        if self.validate_start and self.start_evaluation is None:  # a resumed run kept its own
+            self._evaluate_start()
 
     def on_train_epoch_start(self) -> None:
         # This epoch's rollouts ran just before (train_dataloader); an engine that leaves the student in eval mode
@@ -333,6 +342,25 @@ class CaOPDModule(L.LightningModule):
 
     # ---- evaluation ----------------------------------------------------------------------------------------------
 
+    def _evaluate_start(self) -> None:
+        """The starting model on the validation prompts, read as validation reads them; logged as ``start/*``."""
+        datamodule = self.trainer.datamodule
+        if datamodule is None or not datamodule.task.split("val"):
+            return
+        training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                loader = datamodule.val_dataloader()
+                records = [record for index, batch in enumerate(loader) for record in self.answer(batch, index)]
+        finally:
+            self.train(training)
+        primary = self.readout.primary
+        self.start_evaluation = comparison.snapshot(records, self.readout.readouts, primary)
+        start = {f"start/{k}": v for k, v in self.start_evaluation["metrics"][primary].items() if v is not None}
+        for logger in self.trainer.loggers:
+            logger.log_metrics(start, step=0)
+
     def answer(self, batch: PromptBatch, batch_idx: int = 0) -> list[dict[str, Any]]:
         """One completion per prompt of ``batch``, verified, with its confidence readouts, its id and its reference.
 
@@ -444,8 +472,19 @@ class CaOPDModule(L.LightningModule):
         fix = "build it with shared_engine=data.shared_engine"
         return _given(self.shared_engine, f"no rollout engine to decode with: {fix}")
 
+    def on_validation_epoch_start(self) -> None:
+        self.val_records = []
+
     def validation_step(self, batch: PromptBatch, batch_idx: int) -> None:
-        self._update("val", self.answer(batch, batch_idx))
+        records = self.answer(batch, batch_idx)
+        self.val_records += records
+        self._update("val", records)
+
+    def end_evaluation(self) -> dict[str, Any] | None:
+        """:func:`comparison.snapshot` of the latest validation; None before one ran."""
+        if not self.val_records:
+            return None
+        return comparison.snapshot(self.val_records, self.readout.readouts, self.readout.primary)
 
     def on_validation_epoch_end(self) -> None:
         self._log_metrics("val")
@@ -518,13 +557,14 @@ class CaOPDModule(L.LightningModule):
     # ---- checkpoints ---------------------------------------------------------------------------------------------
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["caopd"] = {"warm_started": self.warm_started}
+        checkpoint["caopd"] = {"warm_started": self.warm_started, "start_evaluation": self.start_evaluation}
         if self.ema_generator is not None:
             checkpoint["caopd"]["ema_generator"] = self.ema_generator.get_state()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("caopd", {})
         self.warm_started = state.get("warm_started", True)
+        self.start_evaluation = state.get("start_evaluation")
         self._ema_generator_state, self.ema_generator = state.get("ema_generator"), None
 
 

@@ -120,7 +120,6 @@ def test_fit_with_inspection_gives_tensorboard_a_text_table(tmp_path):
 
 @pytest.mark.slow
 def test_fit_with_inspection_gives_wandb_a_table(tmp_path, monkeypatch):
-    pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")
     config = small_config(tmp_path, max_epochs=1)
     content = yaml.safe_load(config.read_text())

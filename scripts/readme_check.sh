@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Run every command of README.md as written, in README order, from the repository root: what a newcomer does on a
-# fresh clone (the two set-up commands, then every other command). scripts/readme_commands.py lists them (the parser
-# tests/test_readme.py uses) and says which are not run here and why; a command the README repeats runs once. The
-# first command that fails stops the check: its name, exit status and last output lines, then the time table.
+# Run every command of README.md and docs/*.md as written, from the repository root: what a newcomer does on a fresh
+# clone (the two set-up commands, then every other command), the README's in its order, then each docs/ page's in
+# name order. scripts/readme_commands.py lists them (the parser tests/test_readme.py uses) and says which are not run
+# here and why; a command repeated, on one page or another, runs once. The first command that fails stops the check:
+# its name, exit status and last output lines, then the time table.
 #
 #   bash scripts/readme_check.sh                          # what CI runs (.ci/run), on a fresh clone
 #   READMECHECK_DRY=1 bash scripts/readme_check.sh        # print the plan, run nothing
@@ -19,8 +20,9 @@ logs=${READMECHECK_LOGS:-runs/readme_check}
 tail_lines=40
 
 plan=$(python3 scripts/readme_commands.py) || {
-    printf '%s\n' "$plan" | awk -F'\t' '$1 == "unlisted" {print "readme_check: not listed: " $2}' >&2
-    echo "readme_check: every README command must be in RUN or DECLARED in scripts/readme_commands.py" >&2
+    printf '%s\n' "$plan" | awk -F'\t' '$1 == "unlisted" {print "readme_check: not listed: " $2 " (" $3 ")"}' >&2
+    echo "readme_check: every command of README.md and docs/ must be in RUN or DECLARED in" \
+        "scripts/readme_commands.py" >&2
     exit 1
 }
 # A fresh clone has no runs/. Outputs of an earlier run would stand in for this one's: a second fit writes
@@ -104,5 +106,5 @@ if [ "$dry" = 1 ]; then
 elif [ -n "$skip" ]; then
     echo "readme_check: passed, with the commands matching READMECHECK_SKIP='$skip' skipped: not a full check"
 else
-    echo "readme_check: passed: every README command listed to run ran as written"
+    echo "readme_check: passed: every command of README.md and docs/ listed to run ran as written"
 fi

@@ -122,7 +122,7 @@ class CaOPDCLI(LightningCLI):
             default=None,
             help="CPU threads of torch's intra-op pool (torch.set_num_threads); null keeps torch's default "
             "(OMP_NUM_THREADS, else one per core). Small models on a shared CPU run fastest with 1: every small op "
-            "waits at a barrier for a descheduled thread (README, 'Set-up').",
+            "waits at a barrier for a descheduled thread (docs/quickstart.md, 'Threads').",
         )
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:

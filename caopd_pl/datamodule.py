@@ -603,7 +603,7 @@ def check_warm_start_data(task: Task) -> None:
         )
 
 
-_ADD_DEMONSTRATIONS = "add demonstrations to the rows (README, Tasks from data)"
+_ADD_DEMONSTRATIONS = "add demonstrations to the rows (docs/tasks.md)"
 
 
 def _train_rows(task: Task) -> list[TaskExample]:

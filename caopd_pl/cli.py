@@ -211,7 +211,8 @@ class CaOPDCLI(LightningCLI):
             raise
         except ValueError as err:
             # The constructors validate their arguments (STYLE.md: bad values fail at construction, naming the key).
-            raise UsageError(_with_full_key(one_line(err), _option_keys(self._parser(self.subcommand)))) from err
+            message = _without_union_noise(one_line(err))  # a task's constructor fails inside the optional data.task
+            raise UsageError(_with_full_key(message, _option_keys(self._parser(self.subcommand)))) from err
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         trainer = super().instantiate_trainer(**kwargs)
@@ -245,9 +246,12 @@ def _unknown_keys(message: str) -> list[str]:
 def _without_union_noise(message: str) -> str:
     """For an optional class (``data.task``: a Task or null), the complaint about the class given, without the list
     of union members that did not match and the echo of the value."""
-    found = re.match(r"([\w.]+): Does not validate against any of the Union subtypes.*?(class_path '[\w.]+'):;?\s*"
-                     r"(.*?)(?:; - |$)", message)  # fmt: skip
-    return f"{found.group(1)}: {found.group(2)}: {found.group(3)}" if found else message
+    key, union, rest = message.partition("Does not validate against any of the Union subtypes")
+    errors = [error for error in rest.split("; - ")[1:] if not error.startswith("Expected a <class 'NoneType'>")]
+    if not union or len(errors) != 1:
+        return message
+    error = re.sub(r"^Problem with given (class_path '[\w.]+'):;?\s*", r"\1: ", errors[0])
+    return f"{key}{error}"
 
 
 def _init_arg_hint(message: str) -> str:

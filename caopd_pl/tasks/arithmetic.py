@@ -5,8 +5,18 @@ multiplies them, ``2-2`` subtracts (the first operand is never smaller). Mixing 
 per-prompt success rate of a small model between 0 and 1, which is what calibration is about. Out-of-distribution
 prompts come from levels that are never trained (longer operands, or an operation not seen).
 
-Prompt: ``What is 37+48?``. Demonstration: ``37+48=85\\nAnswer: 85`` (a restatement, then the answer line that
-the ``exact`` verifier reads).
+Prompt: ``What is 37+48?``. Demonstration (``demonstration="worked"``, the default): the column method, one line per
+digit from the right, then the answer line that the ``exact`` verifier reads::
+
+    7+8=15
+    3+4+1=8
+    Answer: 85
+
+Each digit of the answer is then a function of a few tokens the model has just written, so a small model learns
+the algorithm in a few hundred steps, the same on every seed, rather than memorising sums until it suddenly
+generalises (the short form's warm start landed anywhere from 10% to 70% right depending on the seed and the
+CPU's summation order). Subtraction, and multiplication by a number of more than one digit, keep the short form.
+``demonstration="short"``: ``37+48=85\\nAnswer: 85`` (a restatement, then the answer line).
 """
 
 from __future__ import annotations
@@ -15,6 +25,7 @@ import operator
 import random
 import re
 from collections.abc import Iterator, Sequence
+from typing import Literal
 
 from caopd_pl.tasks.base import GeneratedTask, TaskExample
 
@@ -43,16 +54,42 @@ def make_problem(rng: random.Random, level: str) -> tuple[int, str, int]:
     return a, op, b
 
 
-def make_example(a: int, op: str, b: int, level: str) -> TaskExample:
+Demonstration = Literal["worked", "short"]
+
+
+def make_example(a: int, op: str, b: int, level: str, demonstration: Demonstration = "worked") -> TaskExample:
     result = _OPS[op](a, b)
     expression = f"{a}{op}{b}"
+    steps = column_steps(a, op, b) if demonstration == "worked" else None
+    body = "\n".join(steps) if steps else f"{expression}={result}"
     return TaskExample(
         messages=[{"role": "user", "content": f"What is {expression}?"}],
         reference=result,
-        demonstration=f"{expression}={result}\nAnswer: {result}",
+        demonstration=f"{body}\nAnswer: {result}",
         id=f"{level}:{expression}",
         meta={"level": level},
     )
+
+
+def column_steps(a: int, op: str, b: int) -> list[str] | None:
+    """The column method's lines, units digit first (``7+8=15``, ``3+4+1=8``); None where it has no such form.
+
+    Addition adds a digit of each operand (0 past the shorter one's end) and the carry; multiplication by a one-digit
+    number multiplies a digit of ``a`` and adds the carry. A line shows the carry only when it is not 0.
+    """
+    if op == "-" or (op == "*" and b > 9):
+        return None
+    digits_a = [int(d) for d in reversed(str(a))]
+    digits_b = [int(d) for d in reversed(str(b))] if op == "+" else []
+    width = max(len(digits_a), len(digits_b))
+    digits_a += [0] * (width - len(digits_a))
+    digits_b += [0] * (width - len(digits_b))
+    steps, carry = [], 0
+    for x, y in zip(digits_a, digits_b if op == "+" else [b] * width):
+        value = x + y + carry if op == "+" else x * y + carry
+        steps.append(f"{x}{op}{y}" + (f"+{carry}" if carry else "") + f"={value}")
+        carry = value // 10
+    return steps
 
 
 class ArithmeticTask(GeneratedTask):
@@ -65,6 +102,7 @@ class ArithmeticTask(GeneratedTask):
         num_val: validation prompts.
         num_test: test prompts (also the size of ``ood``).
         seed: generation seed; the splits never share a problem.
+        demonstration: ``worked`` (the column method, see the module docstring) or ``short`` (the sum restated).
     """
 
     def __init__(
@@ -75,15 +113,18 @@ class ArithmeticTask(GeneratedTask):
         num_val: int = 200,
         num_test: int = 400,
         seed: int = 1234,
+        demonstration: Demonstration = "worked",
     ) -> None:
         super().__init__("exact")
+        if demonstration not in ("worked", "short"):
+            raise ValueError(f"task.demonstration must be 'worked' or 'short', got {demonstration!r}")
         for level in [*levels, *ood_levels]:
             parse_level(level)
         if not levels:
             raise ValueError("task.levels must name at least one level, e.g. ['1+1', '2+2']")
         self.levels, self.ood_levels = list(levels), list(ood_levels)
         self.sizes = {"train": num_train, "val": num_val, "test": num_test, "ood": num_test if ood_levels else 0}
-        self.seed = seed
+        self.seed, self.demonstration = seed, demonstration
 
     def splits(self) -> tuple[str, ...]:
         return ("train", "val", "test", "ood") if self.ood_levels else ("train", "val", "test")
@@ -96,7 +137,7 @@ class ArithmeticTask(GeneratedTask):
                 stream = unique_problems(rng, level)
                 quotas = _quotas([self.sizes[n] / len(levels) for n in names], level_size(level))
                 for name, quota in zip(names, quotas):
-                    splits[name] += [make_example(*next(stream), level) for _ in range(quota)]
+                    splits[name] += [make_example(*next(stream), level, self.demonstration) for _ in range(quota)]
         for examples in splits.values():
             rng.shuffle(examples)
         return splits

@@ -1,8 +1,17 @@
+import random
 from collections import Counter
 
 import pytest
 
-from caopd_pl.tasks.arithmetic import ArithmeticTask, level_size, parse_level, unique_problems
+from caopd_pl.tasks.arithmetic import (
+    ArithmeticTask,
+    column_steps,
+    level_size,
+    make_example,
+    make_problem,
+    parse_level,
+    unique_problems,
+)
 
 
 def test_splits_are_disjoint_deterministic_and_sized():
@@ -57,3 +66,42 @@ def test_held_out_splits_keep_every_level_share_when_train_is_large():
     assert levels["val"] == {"1+1": 10, "2+1": 10, "2+2": 10}
     # Small levels give training what the held-out splits leave; 2+2 has room for its full share.
     assert levels["train"] == {"1+1": 100 - 30, "2+1": 900 - 30, "2+2": 20000 // 3}
+
+
+@pytest.mark.parametrize(
+    ("a", "op", "b", "lines"),
+    [
+        (37, "+", 48, ["7+8=15", "3+4+1=8"]),
+        (87, "+", 48, ["7+8=15", "8+4+1=13"]),
+        (37, "+", 5, ["7+5=12", "3+0+1=4"]),
+        (3, "+", 4, ["3+4=7"]),
+        (37, "*", 4, ["7*4=28", "3*4+2=14"]),
+        (10, "*", 0, ["0*0=0", "1*0=0"]),
+    ],
+)
+def test_worked_demonstrations_show_the_column_method(a, op, b, lines):
+    example = make_example(a, op, b, "level")
+    assert column_steps(a, op, b) == lines
+    assert example.demonstration == "\n".join([*lines, f"Answer: {example.reference}"])
+
+
+def test_the_column_method_reads_off_the_answer():
+    # The last line's value, then each earlier line's last digit: what the model has to copy into the answer line.
+    rng = random.Random(0)
+    for level in ["1+1", "2+1", "2+2", "3+2", "2*1", "3*1"]:
+        for _ in range(200):
+            a, op, b = make_problem(rng, level)
+            steps = column_steps(a, op, b)
+            digits = [step.rpartition("=")[2] for step in steps]
+            read_off = digits[-1] + "".join(d[-1] for d in reversed(digits[:-1]))
+            assert int(read_off) == (a + b if op == "+" else a * b)
+
+
+def test_short_demonstrations_and_the_forms_without_columns():
+    assert make_example(37, "+", 48, "2+2", "short").demonstration == "37+48=85\nAnswer: 85"
+    assert column_steps(45, "-", 3) is None and column_steps(12, "*", 34) is None
+    assert make_example(45, "-", 3, "2-1").demonstration == "45-3=42\nAnswer: 42"
+    task = ArithmeticTask(levels=["2+2"], ood_levels=[], num_train=5, num_val=2, num_test=2, demonstration="short")
+    assert all(e.demonstration.startswith(e.id.split(":")[1] + "=") for e in task.split("train"))
+    with pytest.raises(ValueError, match="task.demonstration must be 'worked' or 'short'"):
+        ArithmeticTask(demonstration="long")

@@ -165,7 +165,10 @@ def build_verifier(name: str, init_args: str | None) -> Verifier:
     try:
         return build(spec, **kwargs)
     except (ValueError, TypeError, ImportError) as err:
-        raise UsageError(f"--verifier={name!r}: {err}") from err
+        message = str(err)  # the registry's line names the key itself (verifier='x' is not a registered verifier)
+        raise UsageError(
+            f"--{message}" if message.startswith("verifier=") else f"--verifier={name!r}: {message}"
+        ) from err
 
 
 def check_paths(source: Path, target: Path) -> None:

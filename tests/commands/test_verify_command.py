@@ -133,7 +133,7 @@ def test_verify_unknown_verifier_stops_in_one_line_and_writes_nothing(tmp_path, 
     argv = ["--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "out.jsonl")]
     assert main(["verify", "--verifier", "chemistsry", *argv]) == 2
     err = capsys.readouterr().err
-    unknown = "caopd_pl verify: error: --verifier='chemistsry': verifier='chemistsry' is not a registered verifier"
+    unknown = "caopd_pl verify: error: --verifier='chemistsry' is not a registered verifier"
     assert err.startswith(unknown) and err.count("\n") == 1
     assert not (tmp_path / "out.jsonl").exists()
 

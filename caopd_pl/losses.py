@@ -114,10 +114,8 @@ DivergenceSpec = Divergence | str | dict[str, Any]
 def _weighted_rows(weights: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     """(c, V) ``values`` *= ``weights`` in place; returns the row sums, (c, 1).
 
-    Multiply, then sum: torch's reductions add in blocks (cascade), so over the 151,936 entries of a Qwen row the
-    sum is exact to ~1e-7 relative in float32. A batched matmul's dot product (``a @ b`` per row, what this code did
-    before) accumulated to ~6e-6 and put every loss off float64 by up to 2e-4 (issue 26). In place: no (c, V)
-    temporary.
+    Multiply, then sum: torch's reductions add in blocks (cascade), which stays exact in float32 over a vocabulary
+    row, where a batched matmul's dot product does not (docs/losses.md, "Exactness"). In place: no (c, V) temporary.
     """
     return values.mul_(weights).sum(-1, keepdim=True)
 
@@ -171,9 +169,8 @@ class JSD(Divergence):
     def _log_m_over_q(self, diff: torch.Tensor, inplace: bool = False) -> torch.Tensor:
         """log m - log q = log(beta + (1 - beta) e^(log p - log q)), from ``diff`` = log p - log q.
 
-        From the difference, not as log m - log q: both are about -log V, and their float32 rounding (~1e-6 at
-        V = 151,936) would swamp a divergence whose terms are that small (measured: the loss's error against float64
-        fell from 1e-5 to 5e-8). ``inplace``: into ``diff``'s buffer (no autograd).
+        From the difference, not as log m - log q: both are about -log V, and their float32 rounding would swamp a
+        divergence whose terms are that small. ``inplace``: into ``diff``'s buffer (no autograd).
         """
         log_beta = diff.new_tensor(math.log(self.beta))
         if inplace:
@@ -371,12 +368,9 @@ def _chunked_loss_and_grads(
     """Summed divergence, dL/dhidden (N, H) and dL/dweight (V, H), all in the compute dtype.
 
     Half-precision weights are upcast a block of rows at a time inside each chunk, not once per call: float32
-    copies of both weights would add 8 * V * H bytes while the loss runs (1 GB at 151,936 x 896, 5 GB at Qwen3-8B's
-    151,936 x 4,096), more than the naive loss's logits at the paper's scale and the memory the chunking saves. The
-    blocks cost time only, a block's cast being small next to its matmul and in cache: with bf16 weights the loss
-    takes ~1.25x its float32-weights time on CPU at 151,936 x 896 (``benchmarks/kl_memory.py``); on a GPU the casts
-    are negligible. Weights already in the compute dtype are used as they are. The float32 (V, H) weight-gradient
-    accumulator remains.
+    copies of both weights would add 8 * V * H bytes while the loss runs, more than the memory the chunking saves.
+    The blocks cost time only (``benchmarks/kl_memory.py`` measures it). Weights already in the compute dtype are used
+    as they are. The float32 (V, H) weight-gradient accumulator remains.
     """
     compute = _compute_dtype(hidden, weight, teacher_hidden, teacher_weight)
     grad_hidden = torch.empty(hidden.shape, dtype=compute, device=hidden.device)  # (N, H)

@@ -16,10 +16,10 @@ the seeds are the same for every method, so all spend the same rollout budget.
 All K rollouts of a prompt stay on the rank that sampled them; ranks trim to the same number of examples so that
 data-parallel steps stay in lockstep.
 
-The student is not read through the trainer: the rollout engine is a :class:`SharedEngine` that the module binds
-its student and tokenizer to, and that its evaluation decodes through too (one engine, one vLLM, per run). The CLI
-hands both this object and the task to the module (``data.shared_engine`` -> ``model.shared_engine``, ``data.task``
--> ``model.task``).
+The student is not read through the trainer: the rollout engine is a :class:`~caopd_pl.rollout.shared.SharedEngine`
+that the module binds its student and tokenizer to, and that its evaluation decodes through too (one engine, one vLLM,
+per run). The CLI hands both this object and the task to the module (``data.shared_engine`` ->
+``model.shared_engine``, ``data.task`` -> ``model.task``).
 """
 
 from __future__ import annotations
@@ -47,9 +47,11 @@ from caopd_pl.grpo import PolicyExample, RLConfig, collate_policy, policy_exampl
 from caopd_pl.inspection import EpochTrace
 from caopd_pl.metrics import expected_calibration_error
 from caopd_pl.revision import Calibration, RevisionSettings, revise_group
-from caopd_pl.rollout import RolloutConfig, RolloutEngine, make_engine
+from caopd_pl.rollout import RolloutConfig, RolloutEngine
 from caopd_pl.rollout.base import Rollout
+from caopd_pl.rollout.shared import SharedEngine
 from caopd_pl.tasks.base import Task, TaskExample
+from caopd_pl.tasks.checks import check_fit_data, check_stratify_key, train_rows
 from caopd_pl.tasks.jsonl import read_prompts
 from caopd_pl.templates import TeacherConfig, prompt_ids, revised_completion_ids
 
@@ -62,62 +64,6 @@ class EpochRollouts:
     stats: dict[str, float] = field(default_factory=dict)
     trace: EpochTrace | None = None
     """The prompts, rollouts, verdicts and examples, for :class:`caopd_pl.callbacks.InspectRollouts`."""
-
-
-class SharedEngine:
-    """The run's one rollout engine, shared by the epoch's rollouts (the datamodule) and evaluation (the module).
-
-    The module binds its student and tokenizer (:meth:`bind`); the engine (``rollout.engine``) is created on first
-    use, by the epoch's rollouts or by evaluation, so validate/test/predict runs that never ran fit
-    (``test --ckpt_path``) get one too; :meth:`close` frees it and a later use makes a fresh one.
-
-    Args:
-        config: the rollouts' sampling settings and engine (``data.rollout``).
-    """
-
-    def __init__(self, config: RolloutConfig) -> None:
-        self.config = config
-        self.engine: RolloutEngine | None = None
-        self.student: torch.nn.Module | None = None
-        self.tokenizer = None
-
-    def bind(self, student: torch.nn.Module, tokenizer) -> None:
-        """Sample from ``student`` (trained in place by the module) and tokenise with ``tokenizer``."""
-        self.student, self.tokenizer = student, tokenizer
-
-    def bound_tokenizer(self):
-        """The student's tokenizer.
-
-        Raises:
-            RuntimeError: no student was bound (a module built without ``shared_engine``).
-        """
-        if self.tokenizer is None:
-            raise RuntimeError(
-                "the rollout engine has no student: build CaOPDModule(..., shared_engine=data.shared_engine, "
-                "task=data.task), as the CLI does"
-            )
-        return self.tokenizer
-
-    def synced(self) -> RolloutEngine:
-        """The engine, synced to the bound student's current weights.
-
-        A sync with unchanged weights costs a fingerprint, so evaluating and then sampling from the same weights
-        pushes them once. Created and synced outside inference mode: Lightning evaluates under
-        ``torch.inference_mode``, and engine weights created there could not be updated in place by the next
-        epoch's sync.
-        """
-        tokenizer = self.bound_tokenizer()
-        with torch.inference_mode(False):
-            if self.engine is None:
-                self.engine = make_engine(self.config, self.student, tokenizer)
-            self.engine.sync(self.student)
-        return self.engine
-
-    def close(self) -> None:
-        """Free the engine (a vLLM engine's memory and processes); the next :meth:`synced` makes a fresh one."""
-        if self.engine is not None:
-            self.engine.close()
-            self.engine = None
 
 
 class RolloutDataModule(L.LightningDataModule):
@@ -228,7 +174,7 @@ class RolloutDataModule(L.LightningDataModule):
                 raise UsageError(f"data.predict_prompts: {one_line(err)}") from err
         if stage == "fit" and self.rl is not None:  # no teacher prompts, no revised completions
             self._check_trainer()
-            _train_rows(self.task)
+            train_rows(self.task)
         elif stage == "fit":
             self._check_trainer()
             check_fit_data(self.task, self.teacher)
@@ -426,35 +372,6 @@ class _NoExamples(IterableDataset):
         return iter(())
 
 
-def check_fit_data(task: Task, teacher: TeacherConfig) -> None:
-    """Fail at start-up, in one line, when the train rows lack what the teacher template needs of them.
-
-    A row needs a demonstration for ``data.teacher.template: demo``, and for ``correct_solution`` when a prompt with
-    no correct rollout falls back to it (``no_correct_rollout: demo``).
-
-    Raises:
-        UsageError: no train rows, or missing demonstrations (the message names the key and the fix).
-    """
-    rows = _train_rows(task)
-    missing = [example.id for example in rows if example.demonstration is None]
-    where, add = _missing_demonstrations(task, rows, missing), _ADD_DEMONSTRATIONS
-    if missing and teacher.template == "demo":
-        raise UsageError(
-            f"data.teacher.template='demo' needs a demonstration in every train row, but {where}; {add}, or set "
-            "data.teacher.template: correct_solution and data.teacher.no_correct_rollout: skip"
-        )
-    if missing and teacher.template == "correct_solution" and teacher.evidence == "demonstration":
-        raise UsageError(
-            f"data.teacher.evidence='demonstration' shows the demonstration under 'Correct solution:', but {where}; "
-            f"{add}, or set data.teacher.evidence: rollout and data.teacher.no_correct_rollout: skip"
-        )
-    if missing and teacher.no_correct_rollout == "demo":
-        raise UsageError(
-            f"data.teacher.no_correct_rollout='demo' falls back to the demonstration, but {where}; set "
-            f"data.teacher.no_correct_rollout: skip, or {add}"
-        )
-
-
 def check_prompt_source(task: Task | None, predict_prompts: str | None) -> None:
     """Refuse a datamodule with nothing to prompt: no task and no prompts file, or a prompts file that is not one.
 
@@ -522,32 +439,6 @@ def check_completion_cap(tokenizer, max_new_tokens: int) -> None:
         )
 
 
-def check_stratify_key(task: Task, key: str) -> None:
-    """Fail at start-up, in one line, when a train row has no ``meta[key]`` to stratify by, or an unhashable one.
-
-    Raises:
-        UsageError: no train rows, or rows lacking the key (the message counts them and names the keys every row
-            has), or a value that cannot be grouped (a list, a mapping).
-    """
-    rows = _train_rows(task)
-    lacking = [example.id for example in rows if key not in example.meta]
-    if lacking:
-        shared = sorted(set.intersection(*(set(example.meta) for example in rows)))
-        raise UsageError(
-            f"data.stratify_by={key!r}: {len(lacking)} of {len(rows)} train rows of {task.name} have no meta key "
-            f"{key!r} (first: {lacking[:1]}); the meta keys every train row has: {shared}; set data.stratify_by to "
-            "one of them, or null"
-        )
-    for example in rows:
-        try:
-            hash(example.meta[key])
-        except TypeError:
-            raise UsageError(
-                f"data.stratify_by={key!r}: train row {example.id!r} of {task.name} has a "
-                f"{type(example.meta[key]).__name__} there; stratify by a key whose values are strings or numbers"
-            ) from None
-
-
 def strata(rows: list[TaskExample], key: str) -> dict[Any, list[int]]:
     """The indices of ``rows`` grouped by ``meta[key]``, the groups in order of first appearance."""
     groups: dict[Any, list[int]] = {}
@@ -585,42 +476,6 @@ def stratified_sample(rng: random.Random, groups: list[list[int]], count: int) -
     chosen = [index for group, share in zip(groups, shares) for index in rng.sample(group, share)]
     rng.shuffle(chosen)
     return chosen
-
-
-def check_warm_start_data(task: Task) -> None:
-    """Fail at start-up, in one line, when no train row has a demonstration for the warm start to learn.
-
-    Raises:
-        UsageError: no train rows, or none with a demonstration (the message names the key and the fix).
-    """
-    rows = _train_rows(task)
-    missing = [example.id for example in rows if example.demonstration is None]
-    if len(missing) == len(rows):
-        raise UsageError(
-            f"model.warm_start trains on demonstrations, but {_missing_demonstrations(task, rows, missing)}; set "
-            "model.warm_start: null (a large instruct model that already follows the answer format needs none), "
-            f"or {_ADD_DEMONSTRATIONS}"
-        )
-
-
-_ADD_DEMONSTRATIONS = "add demonstrations to the rows (docs/tasks.md)"
-
-
-def _train_rows(task: Task) -> list[TaskExample]:
-    try:
-        rows = task.split("train") if "train" in task.splits() else []
-    except ValueError as err:  # a malformed row (the loaders name the file and line)
-        raise UsageError(f"data.task ({task.name}): {one_line(err)}") from err
-    if not rows:
-        raise UsageError(
-            f"data.task ({task.name}) has no train rows (splits: {task.splits()}); check its train settings (a "
-            "file-backed task needs a train source)"
-        )
-    return rows
-
-
-def _missing_demonstrations(task: Task, rows: list[TaskExample], missing: list[str]) -> str:
-    return f"{len(missing)} of {len(rows)} train rows of {task.name} have no demonstration (first: {missing[:1]})"
 
 
 def _rollout_stats(

@@ -14,7 +14,7 @@ RL batches never EMA-update (``ema_rate`` is not read). Everything else, the war
 shared by all methods.
 
 Validation, test and predict decode the plain prompt through the run's rollout engine (``data.rollout.engine``: vLLM
-when configured; the :class:`caopd_pl.datamodule.SharedEngine` the epoch's rollouts use too), synced to the current
+when configured; the :class:`caopd_pl.rollout.shared.SharedEngine` the epoch's rollouts use too), synced to the current
 student, greedily unless ``eval_temperature`` > 0; then verify, read the model's confidence in each answer with
 every readout of ``readout`` (:mod:`caopd_pl.readouts`: the greedy completion's stated value, its expectation under
 the model, the mean over sampled completions) and report the calibration metrics of :mod:`caopd_pl.metrics` for each
@@ -52,7 +52,6 @@ from caopd_pl import comparison
 from caopd_pl.callbacks import warm_start_logger
 from caopd_pl.confidence import parse_confidence
 from caopd_pl.data import PromptBatch, skip_first
-from caopd_pl.datamodule import SharedEngine, check_warm_start_data
 from caopd_pl.ema import ema_update, make_teacher, reset_teacher
 from caopd_pl.errors import UsageError
 from caopd_pl.files import atomic_write_json, write_jsonl
@@ -70,8 +69,10 @@ from caopd_pl.readouts import (
     with_readout,
 )
 from caopd_pl.rollout.base import Rollout, RolloutConfig
+from caopd_pl.rollout.shared import SharedEngine
 from caopd_pl.sharding import data_parallel_mesh, gathered, is_sharded, run_as_forward, shard_model
 from caopd_pl.tasks.base import Task
+from caopd_pl.tasks.checks import check_warm_start_data
 from caopd_pl.warmstart import WarmStartConfig, warm_start_student
 
 _T = TypeVar("_T")

@@ -4,11 +4,13 @@ revision itself in tests/test_revision.py)."""
 
 import pytest
 
-from caopd_pl.datamodule import RolloutDataModule, SharedEngine, check_fit_data, check_warm_start_data
+from caopd_pl.datamodule import RolloutDataModule
 from caopd_pl.errors import UsageError
 from caopd_pl.revision import revise_epoch
 from caopd_pl.rollout.base import Rollout, RolloutConfig, RolloutEngine
+from caopd_pl.rollout.shared import SharedEngine
 from caopd_pl.tasks.arithmetic import ArithmeticTask
+from caopd_pl.tasks.checks import check_fit_data, check_warm_start_data
 from caopd_pl.templates import TeacherConfig, prompt_ids
 
 

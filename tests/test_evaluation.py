@@ -11,12 +11,12 @@ import yaml
 from caopd_pl.__main__ import main
 from caopd_pl.cli import cli_main
 from caopd_pl.data import collate_prompts
-from caopd_pl.datamodule import SharedEngine
 from caopd_pl.files import write_jsonl
 from caopd_pl.models.loading import ModelConfig
 from caopd_pl.models.tiny import TinyModelConfig
 from caopd_pl.module import CaOPDModule
 from caopd_pl.rollout.base import RolloutConfig
+from caopd_pl.rollout.shared import SharedEngine
 from caopd_pl.tasks.arithmetic import ArithmeticTask
 from caopd_pl.templates import prompt_ids
 

@@ -24,7 +24,6 @@ from transformers import PreTrainedTokenizerFast
 from caopd_pl.__main__ import main
 from caopd_pl.confidence import parse_confidence
 from caopd_pl.data import collate_prompts
-from caopd_pl.datamodule import SharedEngine
 from caopd_pl.models.bpe import QWEN3_VOCAB_SIZE, build_qwen3_style_tokenizer
 from caopd_pl.models.loading import ModelConfig, load_model
 from caopd_pl.models.tiny import TinyModelConfig, build_tiny_model
@@ -40,6 +39,7 @@ from caopd_pl.readouts import (
 )
 from caopd_pl.rollout.base import RolloutConfig
 from caopd_pl.rollout.hf import HFEngine
+from caopd_pl.rollout.shared import SharedEngine
 from caopd_pl.sharding import shard_model
 from caopd_pl.tasks.arithmetic import ArithmeticTask
 from caopd_pl.templates import prompt_ids, revised_completion_ids

@@ -9,9 +9,10 @@ import pytest
 from helpers import small_config
 
 from caopd_pl.__main__ import main
-from caopd_pl.datamodule import RolloutDataModule, check_stratify_key, stratum_shares
+from caopd_pl.datamodule import RolloutDataModule, stratum_shares
 from caopd_pl.errors import UsageError
 from caopd_pl.tasks.arithmetic import ArithmeticTask
+from caopd_pl.tasks.checks import check_stratify_key
 from caopd_pl.tasks.jsonl import JsonlTask
 
 LEVELS = ["1+1", "2+1", "2+2", "2*1"]

@@ -4,8 +4,8 @@ No checkpoint can be downloaded here, so this builds one: a random-weight model 
 (``Qwen3Config``, Qwen3's vocabulary of 151,936, untied embeddings like Qwen3-8B, depth and width reduced to fit a
 CPU) beside a byte-level BPE tokenizer with Qwen3's special tokens and chat format (:mod:`caopd_pl.models.bpe`), and
 a Qwen3-style ``generation_config`` (two EOS ids, top-k 20, ...). Then, for each task, starting from the paper's
-config (``configs/paper/qwen3_8b_{science,tooluse}.yaml``) with only the model, the paths, the lengths, the sizes
-and the device changed (nothing else), it runs the real CLI:
+base config (``configs/paper/base.yaml``, what every paper setup shares) with only the model, the task and its
+paths, the lengths, the sizes and the device set (nothing else), it runs the real CLI:
 
   fit (one short epoch: rollouts of ~1,024 tokens from prompts of ~512, gradient checkpointing on, fp32),
   test on the paper's evaluation rows, export to a Hugging Face directory (reloaded in ``transformers`` and in vLLM,
@@ -47,10 +47,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data" / "caopd-eval"
-PAPER_CONFIGS = {
-    "science": ROOT / "configs/paper/qwen3_8b_science.yaml",
-    "tooluse": ROOT / "configs/paper/qwen3_8b_tooluse.yaml",
-}
+PAPER_BASE = ROOT / "configs/paper/base.yaml"
+TASKS = ("science", "tooluse")
 
 
 @dataclass(frozen=True)
@@ -227,8 +225,8 @@ class Run:
 
 
 def rehearsal_config(run: Run, shape: Shape, checkpoint: Path, task: dict[str, Any], out: Path) -> Path:
-    """The paper config of ``run.task``, its model, paths, sizes, lengths and device replaced; written to ``out``."""
-    config = yaml.safe_load(PAPER_CONFIGS[run.task].read_text())
+    """The paper's base config with ``task``, the model, sizes, lengths and device set; written to ``out``."""
+    config = yaml.safe_load(PAPER_BASE.read_text())
     steps = max(1, math.ceil(run.prompts * run.samples / run.batch_size / run.accumulate))
     trainer, model, data = config["trainer"], config["model"], config["data"]
     trainer.update(
@@ -564,7 +562,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("command", nargs="?", default="all", choices=("all", "rehearse", "measure", "_step", "_vllm"))
     parser.add_argument("--out", type=Path, default=ROOT / "runs/real_shape")
-    parser.add_argument("--tasks", nargs="+", default=["science", "tooluse"], choices=sorted(PAPER_CONFIGS))
+    parser.add_argument("--tasks", nargs="+", default=["science", "tooluse"], choices=TASKS)
     parser.add_argument("--batch", type=int, default=2, help="sequences per measured optimizer step")
     parser.add_argument("--steps", type=int, default=2, help="measured steps (the fastest is printed)")
     parser.add_argument("--depth", type=int, default=28, help="layers of the checkpointing on/off comparison")

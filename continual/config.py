@@ -58,8 +58,10 @@ class HeldOutConfig:
 class ContinualConfig:
     """A continual-learning run."""
 
-    fit_config: str
-    """The Lightning config (``python -m caopd_pl fit --config X``) every stage and evaluation starts from."""
+    fit_config: str | list[str]
+    """The Lightning config (``python -m caopd_pl fit --config X``) every stage and evaluation starts from, or a list
+    of configs laid over each other in order, as repeated ``--config`` options lay them (a base and its layers:
+    ``[configs/paper/base.yaml, configs/paper/model/qwen3_8b.yaml]``)."""
     out: str
     """Run directory."""
     stages: list[StageConfig]
@@ -94,6 +96,11 @@ class ContinualConfig:
                 raise ValueError(f"task of {entry.name!r} must be a {{class_path, init_args}} mapping")
 
     @property
+    def fit_configs(self) -> list[str]:
+        """:attr:`fit_config` as a list, base first."""
+        return [self.fit_config] if isinstance(self.fit_config, str) else list(self.fit_config)
+
+    @property
     def task_names(self) -> list[str]:
         """Trainable tasks in order, then held-out tasks: the matrices' columns."""
         return [s.name for s in self.stages] + [h.name for h in self.held_out]
@@ -101,7 +108,7 @@ class ContinualConfig:
     def settings(self) -> dict[str, Any]:
         """Everything that changes results (not ``out`` nor ``calibrations``), the fit config's text included."""
         payload = {k: v for k, v in asdict(self).items() if k not in ("out", "calibrations")}
-        payload["fit_config_text"] = Path(self.fit_config).read_text()
+        payload["fit_config_text"] = "".join(Path(path).read_text() for path in self.fit_configs)
         return payload
 
     def fingerprint(self) -> str:

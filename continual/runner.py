@@ -34,7 +34,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -279,7 +279,7 @@ class ContinualRunner:
 
     def _task_config(self, task: dict[str, Any]) -> Path:
         # The fit config with data.task replaced, a CSV logger and no checkpointing (the runner saves models).
-        config = yaml.safe_load(Path(self.config.fit_config).read_text())
+        config = stacked_configs(self.config.fit_configs)
         config.setdefault("data", {})["task"] = task
         trainer = config.setdefault("trainer", {})
         trainer["logger"] = {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "."}}
@@ -289,6 +289,24 @@ class ContinualRunner:
         if not path.exists():
             atomic_write_text(path, text)
         return path
+
+
+def stacked_configs(paths: Sequence[str | Path]) -> dict[str, Any]:
+    """The YAML files ``paths`` laid over each other in order, as repeated ``--config`` options lay them: mappings
+    merge key by key, any other value (a list too) replaces. (jsonargparse also drops a component's ``init_args``
+    where a later file changes its ``class_path``; no shipped layer does.)"""
+    config: dict[str, Any] = {}
+    for path in paths:
+        config = _laid_over(config, yaml.safe_load(Path(path).read_text()) or {})
+    return config
+
+
+def _laid_over(base: dict[str, Any], layer: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in layer.items():
+        both_mappings = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = _laid_over(merged[key], value) if both_mappings else value
+    return merged
 
 
 def instantiate_task(spec: dict[str, Any]) -> Task:

@@ -42,6 +42,11 @@ RUN = (
 )
 """Commands run as written, in page order (a command repeated, on one page or another, runs once)."""
 
+_SETUP = (
+    "--config configs/paper/base.yaml --config configs/paper/model/qwen3_8b.yaml "
+    "--config configs/paper/task/science.yaml --trainer.default_root_dir runs/paper/qwen3_8b_science"
+)
+"""The paper's Qwen3-8B science setup: the base, its model and task layers, its output folder."""
 _PAPER = "needs the Qwen3-8B checkpoint at /models/Qwen3-8B and the paper's splits under data/caopd (a GPU machine)"
 _MISCAL = "the benchmark above on 3 seeds, not timed at these settings (one seed at K = 8: 15 min 24 s)"
 _KL = "a timing benchmark at vocabulary 151,936 (docs/losses.md: {}); tests/test_losses.py checks the values"
@@ -71,17 +76,16 @@ DECLARED = {
     "OMP_NUM_THREADS=2 .venv/bin/python benchmarks/warm_start_format.py --steps 24 --marks 12 24 --bare": (
         _REAL.format("a warm-start probe of several minutes")
     ),
-    ".venv/bin/python -m caopd_pl fit --config configs/paper/qwen3_8b_science.yaml "
-    "--model.model.name_or_path /models/Qwen3-8B --trainer.devices 8": _NODES,
+    f".venv/bin/python -m caopd_pl fit {_SETUP} --model.model.name_or_path /models/Qwen3-8B --trainer.devices 8": (
+        _NODES
+    ),
     ".venv/bin/torchrun --nnodes 2 --nproc_per_node 8 --rdzv_backend c10d --rdzv_endpoint "
-    "$HEAD_NODE:29500 -m caopd_pl fit --config configs/paper/qwen3_8b_science.yaml "
+    f"$HEAD_NODE:29500 -m caopd_pl fit {_SETUP} "
     "--model.model.name_or_path /models/Qwen3-8B --trainer.num_nodes 2 --trainer.devices 8": _NODES,
-    "srun .venv/bin/python -m caopd_pl fit --config configs/paper/qwen3_8b_science.yaml "
+    f"srun .venv/bin/python -m caopd_pl fit {_SETUP} "
     "--model.model.name_or_path /models/Qwen3-8B --trainer.num_nodes 2 --trainer.devices 8": _NODES,
-    ".venv/bin/python -m caopd_pl fit --config configs/paper/qwen3_8b_science.yaml "
-    "--model.model.name_or_path /models/Qwen3-8B": _PAPER,
-    ".venv/bin/python -m caopd_pl test --config configs/paper/qwen3_8b_science.yaml "
-    "--model.model.name_or_path /models/Qwen3-8B "
+    f".venv/bin/python -m caopd_pl fit {_SETUP} --model.model.name_or_path /models/Qwen3-8B": _PAPER,
+    f".venv/bin/python -m caopd_pl test {_SETUP} --model.model.name_or_path /models/Qwen3-8B "
     "--ckpt_path runs/paper/qwen3_8b_science/checkpoints/last.ckpt": _PAPER,
     ".venv/bin/python -m caopd_pl export --ckpt_path runs/paper/qwen3_8b_science/checkpoints/last.ckpt "
     "--out exports/qwen3_8b_science": "exports the paper fit's 8B checkpoint, which only that fit writes",
@@ -156,9 +160,8 @@ DECLARED = {
         for extra in ("", " --calibration empirical", " --out runs/continual/other")
     },
     ".venv/bin/torchrun --nnodes 2 --nproc_per_node 8 --rdzv_backend c10d --rdzv_endpoint $HEAD_NODE:29500 -m "
-    "caopd_pl fit --config configs/paper/qwen3_8b_science.yaml --trainer.num_nodes 2 --trainer.devices 8": _NODES,
-    "srun .venv/bin/python -m caopd_pl fit --config configs/paper/qwen3_8b_science.yaml --trainer.num_nodes 2 "
-    "--trainer.devices 8": _NODES,
+    f"caopd_pl fit {_SETUP} --trainer.num_nodes 2 --trainer.devices 8": _NODES,
+    f"srun .venv/bin/python -m caopd_pl fit {_SETUP} --trainer.num_nodes 2 --trainer.devices 8": _NODES,
     ".venv/bin/pip install -e '.[vllm,dev]'": "a GPU machine's install, after a CUDA build of torch (none here)",
     **{
         command: "the manual form of scripts/install.sh, which set-up command 1 runs"

@@ -95,22 +95,39 @@ def test_resume_from_last_restores_epoch_and_teacher(tmp_path):
 
 
 # configs/continual/*.yaml are runner configs, parsed by tests/continual/test_continual_config.py; configs/layers/
-# hold layers laid over a fit config (--config BASE --config LAYER), each parsed over the config its header names.
-FIT_CONFIGS = sorted(p for p in (REPO / "configs").rglob("*.yaml") if not {"continual", "layers"} & set(p.parts))
+# hold layers laid over a fit config (--config BASE --config LAYER), each parsed over the config its header names;
+# configs/paper/ holds a base and its model and task layers, parsed as the four setups they stack into.
+FIT_CONFIGS = sorted(
+    p for p in (REPO / "configs").rglob("*.yaml") if not {"continual", "layers", "paper"} & set(p.parts)
+)
 LAYERS = sorted((REPO / "configs" / "layers").glob("*.yaml"))
+PAPER = REPO / "configs" / "paper"
+PAPER_SETUPS = [
+    (PAPER / "base.yaml", model, task)
+    for model in sorted((PAPER / "model").glob("*.yaml"))
+    for task in sorted((PAPER / "task").glob("*.yaml"))
+]
 PULLED = "./models/smollm2-135m-instruct"
 
 
-def _layered(path: Path) -> list[str]:
+def _layered(path: Path | tuple[Path, ...]) -> list[str]:
     """``--config`` arguments of a shipped config: a layer comes after the base its header's command names."""
+    if isinstance(path, tuple):  # a paper setup: the base, then its layers
+        return [arg for part in path for arg in ("--config", str(part))]
     if path not in LAYERS:
         return ["--config", str(path)]
     (base,) = re.findall(r"--config (configs/\S+\.yaml) --config configs/layers/", path.read_text())
     return ["--config", str(REPO / base), "--config", str(path)]
 
 
+def _config_id(path: Path | tuple[Path, ...]) -> str:
+    if isinstance(path, tuple):
+        return "paper/" + "+".join(part.stem for part in path)
+    return f"{path.parent.name}/{path.name}"
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("path", FIT_CONFIGS + LAYERS, ids=lambda p: f"{p.parent.name}/{p.name}")
+@pytest.mark.parametrize("path", FIT_CONFIGS + LAYERS + PAPER_SETUPS, ids=_config_id)
 def test_every_fit_config_parses(path, capsys, request):
     configs = _layered(path)
     with pytest.raises(SystemExit, match="0"):

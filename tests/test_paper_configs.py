@@ -1,7 +1,9 @@
 """The paper's configs (``configs/paper/``) parse with the real CLI parser and hold the reference's settings.
 
-Parsing uses ``--print_config``, which resolves and type-checks the whole config and exits before anything is
-instantiated: no 8B model is loaded (the test fails if loading is attempted).
+A paper setup is ``base.yaml``, a model layer (``model/``) and a task layer (``task/``), stacked as ``--config``
+options, with its own ``trainer.default_root_dir``. Parsing uses ``--print_config``, which resolves and type-checks
+the whole config and exits before anything is instantiated: no 8B model is loaded (the test fails if loading is
+attempted).
 """
 
 from __future__ import annotations
@@ -14,14 +16,31 @@ import yaml
 import caopd_pl.module
 from caopd_pl.__main__ import main
 from caopd_pl.continual.config import load_config
+from caopd_pl.continual.runner import stacked_configs
 from caopd_pl.pipeline import config_args
 
 pytestmark = pytest.mark.slow  # seconds each: the full suite runs them, the fast lane (-m "not slow") does not
 
 ROOT = Path(__file__).resolve().parents[1]
-PAPER = sorted((ROOT / "configs" / "paper").glob("*.yaml"))
-CONTINUAL = sorted((ROOT / "configs" / "paper" / "continual").glob("*.yaml"))
+PAPER = ROOT / "configs" / "paper"
+CONTINUAL = sorted((PAPER / "continual").glob("*.yaml"))
 MODELS = {"qwen3_8b": "Qwen/Qwen3-8B", "olmo3_7b": "allenai/Olmo-3-7B-Instruct"}
+TASKS = {"science": "ScienceTask", "tooluse": "ToolUseTask"}
+SETUPS = [(model, task) for model in MODELS for task in TASKS]
+MODEL_KEYS = {"model.model.name_or_path"}
+TASK_KEYS = {"data.task.class_path", "data.task.init_args.train", "data.task.init_args.test"}
+ROOT_KEY = "trainer.default_root_dir"
+
+
+def layers(model: str, task: str) -> list[Path]:
+    """The config files of a paper setup, in the order they are stacked."""
+    return [PAPER / "base.yaml", PAPER / "model" / f"{model}.yaml", PAPER / "task" / f"{task}.yaml"]
+
+
+def setup_args(model: str, task: str) -> list[str]:
+    """The options of a paper setup, as docs/paper_setting.md gives them: its layers, then its own folder."""
+    configs = [arg for path in layers(model, task) for arg in ("--config", str(path))]
+    return [*configs, "--trainer.default_root_dir", f"runs/paper/{model}_{task}"]
 
 
 @pytest.fixture(autouse=True)
@@ -40,17 +59,47 @@ def print_config(capsys, *args: str) -> dict:
     return yaml.safe_load(capsys.readouterr().out)
 
 
-def test_every_model_and_task_has_a_config():
-    assert {path.stem for path in PAPER} == {f"{m}_{t}" for m in MODELS for t in ("science", "tooluse")}
+def flat(node, prefix: str = "") -> dict:
+    """``{"a.b.c": value}`` of a nested mapping (lists and empty mappings are values)."""
+    if not isinstance(node, dict) or not node:
+        return {prefix: node}
+    children = (flat(child, f"{prefix}.{name}" if prefix else name) for name, child in node.items())
+    return {key: value for child in children for key, value in child.items()}
+
+
+def test_every_model_and_task_has_a_layer():
+    assert {path.name for path in PAPER.glob("*.yaml")} == {"base.yaml"}
+    assert {path.stem for path in (PAPER / "model").glob("*.yaml")} == set(MODELS)
+    assert {path.stem for path in (PAPER / "task").glob("*.yaml")} == set(TASKS)
     assert CONTINUAL, "configs/paper/continual/ holds the continual setting"
 
 
-@pytest.mark.parametrize("path", PAPER, ids=lambda p: p.stem)
-def test_paper_config_holds_the_reference_settings(path, capsys):
-    config = print_config(capsys, "--config", str(path))
+def test_a_layer_sets_only_the_keys_of_its_model_or_task():
+    for model in MODELS:
+        assert set(flat(yaml.safe_load((PAPER / "model" / f"{model}.yaml").read_text()))) == MODEL_KEYS
+    for task in TASKS:
+        assert set(flat(yaml.safe_load((PAPER / "task" / f"{task}.yaml").read_text()))) == TASK_KEYS
+    base = set(flat(yaml.safe_load((PAPER / "base.yaml").read_text())))
+    assert not base & (MODEL_KEYS | TASK_KEYS)
+
+
+def test_the_setups_differ_exactly_in_the_keys_of_their_model_and_task(capsys):
+    resolved = {(model, task): flat(print_config(capsys, *setup_args(model, task))) for model, task in SETUPS}
+    for (model, task), config in resolved.items():
+        assert config[ROOT_KEY] == f"runs/paper/{model}_{task}"
+        for (other_model, other_task), other in resolved.items():
+            assert set(config) == set(other)
+            differing = {key for key in config if config[key] != other[key]}
+            expected = (MODEL_KEYS if model != other_model else set()) | (TASK_KEYS if task != other_task else set())
+            assert differing == (expected | {ROOT_KEY} if expected else set()), (model, task, other_model, other_task)
+
+
+@pytest.mark.parametrize(("model_name", "task_name"), SETUPS, ids=lambda name: name)
+def test_paper_setup_holds_the_reference_settings(model_name, task_name, capsys):
+    config = print_config(capsys, *setup_args(model_name, task_name))
     trainer, model, data = config["trainer"], config["model"], config["data"]
     assert config["seed_everything"] == 42
-    assert model["model"]["name_or_path"] == MODELS[path.stem.rsplit("_", 1)[0]]
+    assert model["model"]["name_or_path"] == MODELS[model_name]
     assert model["model"]["dtype"] == "bfloat16" and trainer["precision"] == "bf16-true"
     assert model["model"]["gradient_checkpointing"] is True
     assert model["loss"]["divergence"] == "reverse" and model["loss"]["skip_first_tokens"] == 3
@@ -71,15 +120,18 @@ def test_paper_config_holds_the_reference_settings(path, capsys):
     assert model["eval_max_new_tokens"] == 1024 and model["eval_temperature"] == 0.0
     assert data["teacher"]["template"] == "demo" and data["calibration"] == "empirical"
     task = data["task"]["init_args"]
-    task_name = path.stem.rsplit("_", 1)[1]
-    assert data["task"]["class_path"].endswith({"science": "ScienceTask", "tooluse": "ToolUseTask"}[task_name])
+    assert data["task"]["class_path"].endswith(TASKS[task_name])
     assert task["train"] == f"data/caopd/{task_name}/train" and task["test"] == f"data/caopd/{task_name}/test"
+    assert not [value for value in _strings(config) if "shared" in value]  # the user's folders, never ../shared
 
 
-@pytest.mark.parametrize("path", PAPER, ids=lambda p: p.stem)
-def test_paper_config_never_reads_the_shared_folder(path, capsys):
-    values = list(_strings(print_config(capsys, "--config", str(path))))
-    assert values and not [value for value in values if "shared" in value]
+def test_the_continual_runners_stacking_resolves_as_stacked_config_options(capsys, tmp_path):
+    # The continual runner lays a fit config's layers over each other itself (a YAML it then hands to the CLI).
+    for model, task in SETUPS:
+        merged = tmp_path / f"{model}_{task}.yaml"
+        merged.write_text(yaml.safe_dump(stacked_configs(layers(model, task))))
+        root = ["--trainer.default_root_dir", f"runs/paper/{model}_{task}"]
+        assert print_config(capsys, "--config", str(merged), *root) == print_config(capsys, *setup_args(model, task))
 
 
 def _strings(node):
@@ -98,14 +150,15 @@ def test_continual_paper_config_loads_and_every_stage_parses(path, capsys, tmp_p
     config = load_config(path)
     assert [stage.name for stage in config.stages] == ["science", "tooluse"]
     assert config.warm_start == "none" and config.calibrations == ["none", "empirical"]
-    fit_config = ROOT / config.fit_config
-    assert fit_config.parent == ROOT / "configs" / "paper"
+    model = path.stem.removesuffix("_science_tooluse")
+    assert [ROOT / name for name in config.fit_configs] == layers(model, "science")[:2]  # the base and its model
     for stage in config.stages:
         # As the continual runner does: the fit config with the stage's task, the global then the stage overrides.
-        raw = yaml.safe_load(fit_config.read_text())
+        raw = stacked_configs([ROOT / name for name in config.fit_configs])
         raw["data"]["task"] = stage.task
         stage_config = tmp_path / f"{stage.name}.yaml"
         stage_config.write_text(yaml.safe_dump(raw))
         resolved = print_config(capsys, *config_args(stage_config, config.overrides, stage.overrides))
+        assert resolved["model"]["model"]["name_or_path"] == MODELS[model]
         assert resolved["data"]["task"]["class_path"] == stage.task["class_path"]
         assert resolved["model"]["scheduler"]["init_args"]["total_steps"] == resolved["trainer"]["max_epochs"]

@@ -28,7 +28,7 @@ def snapshot(records: Sequence[Mapping[str, Any]], readouts: Sequence[str], prim
     """What the comparison keeps of one evaluation: every readout's metrics and the primary readout's answers.
 
     Args:
-        records: :meth:`~caopd_pl.module.CaOPDModule.answer`'s records (their ``confidence`` is ``primary``'s).
+        records: :meth:`~caopd_pl.evaluation.Evaluator.answer`'s records (their ``confidence`` is ``primary``'s).
         readouts: the readouts to summarise.
         primary: the readout the table and the figure show.
 

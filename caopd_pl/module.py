@@ -13,19 +13,13 @@ GRPO's clipped objective (``model.policy_loss``), with an optional KL penalty to
 RL batches never EMA-update (``ema_rate`` is not read). Everything else, the warm start and evaluation included, is
 shared by all methods.
 
-Validation, test and predict decode the plain prompt through the run's rollout engine (``data.rollout.engine``: vLLM
-when configured; the :class:`caopd_pl.rollout.shared.SharedEngine` the epoch's rollouts use too), synced to the current
-student, greedily unless ``eval_temperature`` > 0; then verify, read the model's confidence in each answer with
-every readout of ``readout`` (:mod:`caopd_pl.readouts`: the greedy completion's stated value, its expectation under
-the model, the mean over sampled completions) and report the calibration metrics of :mod:`caopd_pl.metrics` for each
-(``test/ece`` for the primary readout, ``test/<readout>/ece`` for all). ``test`` also writes ``metrics.json`` (with
-``by_readout``), ``reliability.png`` (primary), ``reliability_readouts.png`` and ``test_predictions.jsonl``,
-``predict`` writes ``predictions.jsonl``; each record carries the question id and its reference, so
-``python -m caopd_pl verify`` re-judges the file as it is.
+Validation, test and predict answer the plain prompts, read the model's confidence in each answer and, for test and
+predict, write the results, all through :class:`caopd_pl.evaluation.Evaluator` (built from the module's student,
+task verifier, shared engine, ``readout`` and ``eval_*`` settings); the hooks here log the calibration metrics of
+:mod:`caopd_pl.metrics` for each readout (``test/ece`` for the primary readout, ``test/<readout>/ece`` for all).
 With several ranks (DDP, FSDP2) every rank answers every prompt: the CLI turns the distributed sampler off (each rank
 samples its own training prompts), and FSDP's forwards all-gather, so ranks must run the same ones. Rank 0's records
-are therefore the whole split and it alone writes them (gathering them from every rank, as an earlier version did,
-wrote each record once per rank).
+are therefore the whole split and it alone writes them.
 
 The module gets the task (warm-start rows, verifier) and the shared engine as constructor arguments, which the CLI
 links from the instantiated datamodule (``data.task`` -> ``task``, ``data.shared_engine`` -> ``shared_engine``); it
@@ -39,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -50,25 +43,16 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
 from caopd_pl import comparison
 from caopd_pl.callbacks import warm_start_logger
-from caopd_pl.confidence import parse_confidence
 from caopd_pl.data import PromptBatch, skip_first
 from caopd_pl.ema import ema_update, make_teacher, reset_teacher
 from caopd_pl.errors import UsageError
-from caopd_pl.files import atomic_write_json, write_jsonl
+from caopd_pl.evaluation import Evaluator, write_predictions, write_test_results
 from caopd_pl.grpo import PolicyLossConfig, grpo_loss, is_policy_batch
 from caopd_pl.losses import LossConfig, masked_mean_divergence
-from caopd_pl.metrics import answer_tensors, calibration_metrics, without_nan
+from caopd_pl.metrics import answer_tensors, calibration_metrics
 from caopd_pl.models.loading import DTYPES, Dtype, ModelConfig, final_hidden_states, load_model
 from caopd_pl.models.lora import AdapterTeacher, LoraSettings, add_adapters, keep_adapters_float32
-from caopd_pl.plots import reliability_diagram, reliability_grid
-from caopd_pl.readouts import (
-    ReadoutConfig,
-    expected_confidence,
-    sampled_confidence,
-    summaries_by_readout,
-    with_readout,
-)
-from caopd_pl.rollout.base import Rollout, RolloutConfig
+from caopd_pl.readouts import ReadoutConfig, with_readout
 from caopd_pl.rollout.shared import SharedEngine
 from caopd_pl.sharding import data_parallel_mesh, gathered, is_sharded, run_as_forward, shard_model
 from caopd_pl.tasks.base import Task
@@ -343,6 +327,23 @@ class CaOPDModule(L.LightningModule):
 
     # ---- evaluation ----------------------------------------------------------------------------------------------
 
+    @property
+    def evaluator(self) -> Evaluator:
+        """Evaluation of the current student with the module's task, engine and evaluation settings.
+
+        Built on each use (it holds references only), so a task or engine given after construction is seen.
+        """
+        verifier = None if self.task is None else self.task.verifier
+        return Evaluator(
+            self.student,
+            self.tokenizer,
+            self.readout,
+            self.eval_max_new_tokens,
+            self.eval_temperature,
+            verifier=verifier,
+            engine=self.shared_engine,
+        )
+
     def _evaluate_start(self) -> None:
         """The starting model on the validation prompts, read as validation reads them; logged as ``start/*``."""
         datamodule = self.trainer.datamodule
@@ -352,8 +353,8 @@ class CaOPDModule(L.LightningModule):
         self.eval()
         try:
             with torch.no_grad():
-                loader = datamodule.val_dataloader()
-                records = [record for index, batch in enumerate(loader) for record in self.answer(batch, index)]
+                loader, evaluator = datamodule.val_dataloader(), self.evaluator
+                records = [record for index, batch in enumerate(loader) for record in evaluator.answer(batch, index)]
         finally:
             self.train(training)
         primary = self.readout.primary
@@ -362,122 +363,14 @@ class CaOPDModule(L.LightningModule):
         for logger in self.trainer.loggers:
             logger.log_metrics(start, step=0)
 
-    def answer(self, batch: PromptBatch, batch_idx: int = 0) -> list[dict[str, Any]]:
-        """One completion per prompt of ``batch``, verified, with its confidence readouts, its id and its reference.
-
-        ``prompt`` is the prompt as the model read it (the chat template applied, the confidence instruction
-        included); a prompt without a reference (``data.predict_prompts``) is not judged: ``correct`` is None and
-        ``status`` ``unjudged``; ``confidence`` is the primary readout's value (``readout`` names it), ``readouts``
-        holds every computed one; ``parsed`` says whether the completion stated a confidence (format adherence).
-        """
-        texts = [group[0].text for group in self.decode(batch.prompt_ids, seed=batch_idx)]
-        verdicts = self._verdicts(texts, [example.reference for example in batch.examples])
-        readouts = self.read_confidence(batch.prompt_ids, texts, batch_idx)
-        records = []
-        for index, (example, text, verdict) in enumerate(zip(batch.examples, texts, verdicts)):
-            stated = parse_confidence(text)
-            values = {name: column[index] for name, column in readouts.items()}
-            records.append(
-                {
-                    **example.meta,
-                    "id": example.id,
-                    "prompt": self.tokenizer.decode(batch.prompt_ids[index]),  # exactly what the model read
-                    "reference": example.reference,  # verify re-judges predictions files as they are
-                    "completion": text,
-                    "correct": None if verdict is None else verdict.correct,
-                    "detail": None if verdict is None else verdict.detail,
-                    "status": "unjudged" if verdict is None else verdict.status,
-                    "confidence": values[self.readout.primary],
-                    "parsed": stated.parsed,
-                    "readout": self.readout.primary,
-                    "readouts": values,
-                }
-            )
-        return records
-
-    def _verdicts(self, texts: list[str], references: list[Any]) -> list[Any]:
-        """The task verifier's verdict on each text; None for all when a prompt has no reference (a prompts file's
-        rows, ``data.predict_prompts``: nothing to judge against)."""
-        if any(reference is None for reference in references):
-            return [None] * len(texts)
-        return self._task().verifier.verify_batch(texts, references)
-
-    def read_confidence(self, prompts: list[list[int]], texts: list[str], batch_idx: int = 0) -> dict[str, list[float]]:
-        """{readout: one value per prompt} for every readout of ``readout`` (see :mod:`caopd_pl.readouts`).
-
-        Args:
-            prompts: the plain prompts' token ids.
-            texts: their evaluation (greedy) completions.
-            batch_idx: seeds the ``sampled`` readout's completions (with ``data.rollout.seed``).
-        """
-        out: dict[str, list[float]] = {}
-        for name in self.readout.readouts:
-            if name == "greedy":
-                out[name] = [parse_confidence(text).value for text in texts]
-            elif name == "expected":
-                out[name] = self._expected_readout(prompts, texts)
-            else:
-                shared = self._shared_engine()
-                sampling = replace(
-                    self.eval_sampling(shared.config),
-                    num_samples=self.readout.num_samples,
-                    temperature=self.readout.temperature,
-                )
-                seed = shared.config.seed + 1_000_003 + batch_idx  # never the evaluation completions' seed
-                groups = shared.synced().generate(prompts, seed=seed, sampling=sampling)
-                out[name] = [sampled_confidence([rollout.text for rollout in group]) for group in groups]
-        return out
-
-    def _expected_readout(self, prompts: list[list[int]], texts: list[str]) -> list[float]:
-        # Sharded (FSDP2), every forward all-gathers, so ranks must run as many: they do. Every rank evaluates every
-        # prompt (no distributed sampler; with one, Lightning's pads ranks to equal counts), and every answer costs
-        # exactly two forwards: its candidates end with EOS after the token where they first differ (suffixes >= 2).
-        # A completion that states no confidence reads 0, as under every readout (caopd_pl.readouts); all ranks
-        # read the same texts, so they skip the same forwards.
-        training = self.student.training
-        self.student.eval()  # dropout off: the model's own distribution
-        try:
-            return [
-                expected_confidence(self.student, self.tokenizer, p, t) if parse_confidence(t).parsed else 0.0
-                for p, t in zip(prompts, texts)
-            ]
-        finally:
-            self.student.train(training)
-
-    def decode(self, prompts: list[list[int]], seed: int = 0) -> list[list[Rollout]]:
-        """Evaluation completions of tokenised prompts: the run's rollout engine, synced to the current student.
-
-        Evaluating through the rollout engine (vLLM when ``data.rollout.engine`` says so) rather than ``generate``
-        on the student is what makes evaluation at the paper's lengths affordable; both engines decode the same way
-        (same stop ids, nothing from the checkpoint's generation config), so the choice changes speed, not
-        results. With the Hugging Face engine the student decodes in eval mode and gets its mode back.
-        """
-        shared = self._shared_engine()
-        engine = shared.synced()
-        return engine.generate(prompts, seed=shared.config.seed + seed, sampling=self.eval_sampling(shared.config))
-
-    def eval_sampling(self, rollout: RolloutConfig) -> RolloutConfig:
-        """``rollout`` with evaluation's sampling: one completion, ``eval_temperature``, ``eval_max_new_tokens``."""
-        return replace(
-            rollout,
-            num_samples=1,
-            temperature=self.eval_temperature,
-            top_p=1.0,
-            max_new_tokens=self.eval_max_new_tokens,
-        )
-
     def _task(self) -> Task:
-        return _given(self.task, "no task (its warm start and evaluation need one): build it with task=data.task")
-
-    def _shared_engine(self) -> SharedEngine:
-        fix = "build it with shared_engine=data.shared_engine"
-        return _given(self.shared_engine, f"no rollout engine to decode with: {fix}")
+        return _given(self.task, "no task (its warm start needs one): build it with task=data.task")
 
     def on_validation_epoch_start(self) -> None:
         self.val_records = []
 
     def validation_step(self, batch: PromptBatch, batch_idx: int) -> None:
-        records = self.answer(batch, batch_idx)
+        records = self.evaluator.answer(batch, batch_idx)
         self.val_records += records
         self._update("val", records)
 
@@ -494,7 +387,7 @@ class CaOPDModule(L.LightningModule):
         self.test_records: list[dict[str, Any]] = []
 
     def test_step(self, batch: PromptBatch, batch_idx: int) -> list[dict[str, Any]]:
-        records = self.answer(batch, batch_idx)
+        records = self.evaluator.answer(batch, batch_idx)
         self.test_records += records
         self._update("test", records)
         return records  # callbacks see them as ``outputs`` of on_test_batch_end
@@ -503,13 +396,13 @@ class CaOPDModule(L.LightningModule):
         self._log_metrics("test")
         out = self._output_dir()  # on every rank: trainer.log_dir is a collective (a broadcast) under DDP
         if self.trainer.is_global_zero:  # rank 0's records are the whole split (module docstring)
-            self._write_test_results(self.test_records, out)
+            write_test_results(self.test_records, self.readout, out)
 
     def on_predict_epoch_start(self) -> None:
         self.predict_records: list[dict[str, Any]] = []
 
     def predict_step(self, batch: PromptBatch, batch_idx: int) -> list[dict[str, Any]]:
-        records = self.answer(batch, batch_idx)
+        records = self.evaluator.answer(batch, batch_idx)
         self.predict_records += records
         return records
 
@@ -517,9 +410,7 @@ class CaOPDModule(L.LightningModule):
         records = self.predict_records
         out = self._output_dir()  # on every rank: trainer.log_dir is a collective (a broadcast) under DDP
         if self.trainer.is_global_zero:  # rank 0's records are the whole split (module docstring)
-            path = out / "predictions.jsonl"
-            write_jsonl(path, records)
-            print(f"wrote {len(records)} predictions to {path}")
+            write_predictions(records, out)
 
     def _update(self, stage: str, records: list[dict[str, Any]]) -> None:
         for name, metrics in getattr(self, f"{stage}_readout_metrics").items():
@@ -532,23 +423,6 @@ class CaOPDModule(L.LightningModule):
             if name == self.readout.primary:  # also as val/ece, test/ece: the run's headline figures
                 self.log_dict({key.replace(f"{stage}/{name}/", f"{stage}/", 1): value for key, value in values.items()})
             metrics.reset()
-
-    def _write_test_results(self, records: list[dict[str, Any]], out: Path) -> None:
-        primary = self.readout.primary
-        summaries = summaries_by_readout(records, self.readout.readouts)
-        by_readout = {name: without_nan(summary) for name, summary in summaries.items()}
-        atomic_write_json(out / "metrics.json", {**by_readout[primary], "readout": primary, "by_readout": by_readout})
-        write_jsonl(out / "test_predictions.jsonl", records)
-        summary = summaries[primary]
-        title = f"ECE {summary['ece']:.3f}, accuracy {summary['accuracy']:.3f} ({primary} readout)"
-        confidence, correct, _ = answer_tensors(records)  # the records' confidence is the primary readout's
-        reliability_diagram(confidence, correct, out / "reliability.png", title=title)
-        if len(by_readout) > 1:
-            panels = {name: answer_tensors(with_readout(records, name))[:2] for name in by_readout}
-            reliability_grid(panels, out / "reliability_readouts.png")
-        written = ["metrics.json", "test_predictions.jsonl", "reliability.png"]
-        written += ["reliability_readouts.png"] if len(by_readout) > 1 else []
-        print(f"wrote {', '.join(written)} to {out}")
 
     def _output_dir(self) -> Path:
         out = Path(self.trainer.log_dir or self.trainer.default_root_dir)

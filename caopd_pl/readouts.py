@@ -104,6 +104,34 @@ def expected_confidence(
     return float((probabilities * torch.tensor(values, dtype=torch.float64)).sum())
 
 
+def expected_readouts(
+    model: torch.nn.Module, tokenizer: Any, prompts: Sequence[Sequence[int]], texts: Sequence[str]
+) -> list[float]:
+    """The ``expected`` readout of each (prompt, completion), read in eval mode; ``model`` gets its mode back.
+
+    A completion that states no confidence reads 0, as under every readout, and costs no forward.
+
+    Args:
+        model: the causal language model evaluated (sharded with FSDP2 or not).
+        tokenizer: its tokenizer.
+        prompts: the plain prompts' token ids.
+        texts: their greedy completions.
+    """
+    # Sharded (FSDP2), every forward all-gathers, so ranks must run as many: they do. Every rank evaluates every
+    # prompt (no distributed sampler; with one, Lightning's pads ranks to equal counts), and every answer costs
+    # exactly two forwards: its candidates end with EOS after the token where they first differ (suffixes >= 2).
+    # All ranks read the same texts, so they skip the same forwards.
+    training = model.training
+    model.eval()  # dropout off: the model's own distribution
+    try:
+        return [
+            expected_confidence(model, tokenizer, p, t) if parse_confidence(t).parsed else 0.0
+            for p, t in zip(prompts, texts)
+        ]
+    finally:
+        model.train(training)
+
+
 @torch.no_grad()
 def candidate_log_probs(model: torch.nn.Module, prompt: Sequence[int], candidates: Sequence[list[int]]) -> torch.Tensor:
     """(N,) float64 log P(candidate | prompt) of each token sequence, by teacher forcing.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -50,10 +52,10 @@ def read_jsonl(path: Path) -> list[dict]:
 def test_evaluation_sampling_is_the_rollouts_with_evaluations_length_and_temperature():
     module = CaOPDModule(ModelConfig(tiny=TINY), eval_max_new_tokens=512)
     rollout = RolloutConfig(engine="vllm", num_samples=8, temperature=0.7, top_p=0.9, max_model_len=4096, seed=3)
-    settings = module.eval_sampling(rollout)
+    settings = module.evaluator.sampling(rollout)
     assert (settings.num_samples, settings.temperature, settings.top_p, settings.max_new_tokens) == (1, 0.0, 1.0, 512)
     assert (settings.engine, settings.max_model_len, settings.seed) == ("vllm", 4096, 3)  # the same engine
-    assert CaOPDModule(ModelConfig(tiny=TINY), eval_temperature=0.6).eval_sampling(rollout).temperature == 0.6
+    assert CaOPDModule(ModelConfig(tiny=TINY), eval_temperature=0.6).evaluator.sampling(rollout).temperature == 0.6
 
 
 @pytest.mark.parametrize("key, value", [("eval_temperature", -0.1), ("eval_max_new_tokens", 0)])
@@ -79,7 +81,7 @@ def test_the_module_answers_with_the_task_and_engine_it_was_given_no_trainer_nee
     module = CaOPDModule(ModelConfig(tiny=TINY), eval_max_new_tokens=6, task=task, shared_engine=shared)
     examples = task.split("test")
     batch = collate_prompts([(prompt_ids(module.tokenizer, e.student_messages()), e) for e in examples])
-    records = module.answer(batch)
+    records = module.evaluator.answer(batch)
 
     assert type(shared.engine).__name__ == "HFEngine"  # created on first use, from data.rollout's engine
     assert [(r["id"], r["reference"]) for r in records] == [(e.id, e.reference) for e in examples]
@@ -94,11 +96,21 @@ def test_a_module_built_without_task_or_engine_says_what_evaluation_needs():
     module = CaOPDModule(ModelConfig(tiny=TINY))
     batch = collate_prompts([(prompt_ids(module.tokenizer, e.student_messages()), e) for e in task.split("test")])
     with pytest.raises(RuntimeError, match="shared_engine=data.shared_engine"):
-        module.answer(batch)
+        module.evaluator.answer(batch)
     module.shared_engine = SharedEngine(RolloutConfig())
     module.shared_engine.bind(module.student, module.tokenizer)
     with pytest.raises(RuntimeError, match="no task .* task=data.task"):
-        module.answer(batch)
+        module.evaluator.answer(batch)
+
+
+def test_evaluation_needs_no_lightning_and_the_module_no_datamodule():
+    # Evaluation is a plain component the module's hooks call; the module trains on what the CLI hands it.
+    code = (
+        "import sys, caopd_pl.evaluation; print('lightning' in sys.modules); import caopd_pl.module; "
+        "print('caopd_pl.datamodule' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["False", "False"]
 
 
 @pytest.mark.slow

@@ -34,6 +34,7 @@ from caopd_pl.readouts import (
     available_readouts,
     candidate_log_probs,
     expected_confidence,
+    expected_readouts,
     sampled_confidence,
     with_readout,
 )
@@ -223,7 +224,7 @@ def test_every_readout_reads_zero_for_an_answer_that_states_no_confidence(speaki
     # and report a confident-looking value for a model that states none.
     module, prompts, _ = speaking
     texts = ["8", "8\nConfidence: 0.5"]
-    values = module.read_confidence(prompts[:2], texts)
+    values = module.evaluator.read_confidence(prompts[:2], texts)
     assert values["greedy"] == [0.0, 0.5]
     assert values["expected"][0] == 0.0 and 0.0 < values["expected"][1] < 1.0
     assert expected_confidence(module.student, module.tokenizer, prompts[0], texts[0]) > 0.0  # what it read before
@@ -269,10 +270,10 @@ def speaking():
 
 def test_sampled_readout_is_seeded_by_the_batch_and_is_the_mean_over_the_engines_samples(speaking):
     module, prompts, _ = speaking
-    texts = [group[0].text for group in module.decode(prompts, seed=3)]
+    texts = [group[0].text for group in module.evaluator.decode(prompts, seed=3)]
     rng_before = torch.get_rng_state()
-    first = module.read_confidence(prompts, texts, batch_idx=3)
-    again = module.read_confidence(prompts, texts, batch_idx=3)
+    first = module.evaluator.read_confidence(prompts, texts, batch_idx=3)
+    again = module.evaluator.read_confidence(prompts, texts, batch_idx=3)
     assert torch.equal(torch.get_rng_state(), rng_before)  # training's random stream is not drawn from
     assert first == again and list(first) == ["sampled", "greedy", "expected"]
 
@@ -286,7 +287,7 @@ def test_sampled_readout_is_seeded_by_the_batch_and_is_the_mean_over_the_engines
     assert first["sampled"] == pytest.approx(means, abs=1e-12)
     assert len({round(v, 6) for v in first["sampled"]}) > 1  # sampled, not one value for every prompt
     assert first["greedy"] == [parse_confidence(t).value for t in texts]
-    other = module.read_confidence(prompts, texts, batch_idx=4)["sampled"]
+    other = module.evaluator.read_confidence(prompts, texts, batch_idx=4)["sampled"]
     assert other != first["sampled"]  # another batch, other samples
 
 
@@ -299,10 +300,10 @@ def test_sampled_readout_through_vllm_is_reproducible_and_the_mean_over_its_samp
     readout = ReadoutConfig(primary="sampled", report=["greedy"], num_samples=6)
     module, prompts, _ = speaking_module(readout, spec, engine="vllm")
     try:
-        texts = [group[0].text for group in module.decode(prompts, seed=3)]
-        first = module.read_confidence(prompts, texts, batch_idx=3)["sampled"]
+        texts = [group[0].text for group in module.evaluator.decode(prompts, seed=3)]
+        first = module.evaluator.read_confidence(prompts, texts, batch_idx=3)["sampled"]
         assert type(module.shared_engine.engine).__name__ == "VLLMEngine"
-        assert module.read_confidence(prompts, texts, batch_idx=3)["sampled"] == first
+        assert module.evaluator.read_confidence(prompts, texts, batch_idx=3)["sampled"] == first
         sampling = RolloutConfig(engine="vllm", num_samples=6, temperature=1.0, top_p=1.0, max_new_tokens=12, seed=5)
         groups = module.shared_engine.synced().generate(prompts, seed=5 + 1_000_003 + 3, sampling=sampling)
         assert first == pytest.approx([sampled_confidence([r.text for r in group]) for group in groups], abs=1e-12)
@@ -314,7 +315,7 @@ def test_sampled_readout_through_vllm_is_reproducible_and_the_mean_over_its_samp
 
 def test_records_carry_every_readout_and_the_primarys_value_as_confidence(speaking):
     module, prompts, examples = speaking
-    records = module.answer(collate_prompts(list(zip(prompts, examples))), batch_idx=1)
+    records = module.evaluator.answer(collate_prompts(list(zip(prompts, examples))), batch_idx=1)
     assert [sorted(r["readouts"]) for r in records] == [["expected", "greedy", "sampled"]] * len(records)
     assert all(r["readout"] == "sampled" and r["confidence"] == r["readouts"]["sampled"] for r in records)
     assert available_readouts(records) == ["greedy", "expected", "sampled"]
@@ -328,7 +329,7 @@ def test_expected_readout_runs_in_eval_mode_and_leaves_the_student_in_its_mode(s
     module, prompts, _ = speaking
     module.student.train(training)
     texts = ["8\nConfidence: 0.9", "8"] * (len(prompts) // 2)
-    values = module._expected_readout(prompts, texts)
+    values = expected_readouts(module.student, module.tokenizer, prompts, texts)
     assert module.student.training is training
     assert all(not m.training for m in module.teacher.modules())  # the teacher is never switched
     eval_copy = copy.deepcopy(module.student).eval()
@@ -342,12 +343,12 @@ def test_expected_readout_of_a_sharded_student_is_the_unsharded_ones(speaking):
     answer with the same two forwards, so the readout needs no special case."""
     module, prompts, _ = speaking
     texts = ["8\nConfidence: 0.9", "8"] * (len(prompts) // 2)
-    plain = module._expected_readout(prompts, texts)
+    plain = expected_readouts(module.student, module.tokenizer, prompts, texts)
     sharded = copy.deepcopy(module)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
     try:
         shard_model(sharded.student, dist.device_mesh.init_device_mesh("cpu", (1,)))
-        assert sharded._expected_readout(prompts, texts) == pytest.approx(plain, abs=1e-6)
+        assert expected_readouts(sharded.student, sharded.tokenizer, prompts, texts) == pytest.approx(plain, abs=1e-6)
     finally:
         dist.destroy_process_group()
 
@@ -371,7 +372,7 @@ def sharded_readouts_match(rank: int, port: int, out: str) -> None:
         plain = copy.deepcopy(module.student).eval()
         expected = [expected_confidence(plain, module.tokenizer, p, t) for p, t in zip(prompts, texts)]
         shard_model(module.student, dist.device_mesh.init_device_mesh("cpu", (2,)))
-        got = module._expected_readout(prompts, texts)
+        got = expected_readouts(module.student, module.tokenizer, prompts, texts)
         same = torch.tensor(int(all(abs(a - b) < 1e-6 for a, b in zip(got, expected))))
         dist.all_reduce(same, op=dist.ReduceOp.MIN)
         if rank == 0:

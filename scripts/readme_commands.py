@@ -138,6 +138,9 @@ DECLARED = {
     ".venv/bin/python -m caopd_pl test --config my_run.yaml --ckpt_path runs/my_run/checkpoints/last.ckpt": (
         _YOURS.format("my_run.yaml and its fit", "tests/tasks/test_tasks_doc.py runs that config, shrunk")
     ),
+    ".venv/bin/python -m caopd_pl export --ckpt_path runs/my_run/checkpoints/last.ckpt --out exports/my_run": (
+        _YOURS.format("my_run.yaml and its fit", "tests/commands/test_export_command.py exports a trained checkpoint")
+    ),
     ".venv/bin/python -m caopd_pl verify --verifier math --input rollouts.jsonl --output judged.jsonl": _YOURS.format(
         "rollouts.jsonl", "the quickstart's predict, verify and report run above"
     ),

@@ -406,9 +406,11 @@ def test_fit_trains_grpo_and_keeps_the_start_model_as_its_reference(tmp_path):
 
 @pytest.mark.slow
 def test_rlvr_without_a_correct_rollout_leaves_the_student_where_it_is(tmp_path):
-    cli, moved = _fit_rl(tmp_path, "--data.rl.reward", "rlvr", "--model.policy_loss.kl_coef", "0.1")
-    # The tests' tiny model answers nothing right: every group's rewards are 0, every advantage 0, and the KL to a
-    # reference equal to the student has a zero gradient.
+    # The tests' tiny model, warm-started on the short demonstrations (the worked ones teach it some sums in 200
+    # steps), answers nothing right: every group's rewards are 0, every advantage 0, and the KL to a reference equal
+    # to the student has a zero gradient.
+    short = ["--data.task.init_args.demonstration", "short"]
+    cli, moved = _fit_rl(tmp_path, "--data.rl.reward", "rlvr", "--model.policy_loss.kl_coef", "0.1", *short)
     assert cli.trainer.logged_metrics["rollout/flat_groups"] == 1.0 and cli.trainer.global_step == 4
     assert not moved
 

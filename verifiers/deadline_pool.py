@@ -118,6 +118,7 @@ class _Run:
         self.results: list[Any] = [None] * len(items)
         self.pending = deque(enumerate(items))
         self.left = len(items)
+        self.restarts = 0  # workers started again after a kill while starting
         chunk = -(-len(items) // (pool.workers * 4)) if items else 1
         self.chunk = max(1, min(pool.chunk_size, chunk))
         while self.left:
@@ -156,7 +157,15 @@ class _Run:
             try:
                 worker.ready = worker.conn.recv() == "ready"
             except (EOFError, OSError):
-                raise RuntimeError(f"a verifier worker died while starting (exit code {worker.process.exitcode})")
+                worker.process.join(timeout=2)  # the pipe closes before the process is reaped
+                code = worker.process.exitcode
+                # Killed by a signal from outside before it said ready (as an idle one may be): start another, a
+                # bounded number of times; one that failed on its own (an exit code) would fail again.
+                if code is not None and code < 0 and self.restarts < 2 * self.pool.workers:
+                    self.restarts += 1
+                    self.pool._replace(worker)
+                    return
+                raise RuntimeError(f"a verifier worker died while starting (exit code {code})")
         elif time.monotonic() > worker.started + STARTUP_TIMEOUT:
             raise RuntimeError(f"a verifier worker did not start within {STARTUP_TIMEOUT} s")
 

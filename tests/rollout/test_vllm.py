@@ -128,7 +128,7 @@ def test_auto_picks_vllm_with_a_gpu_only_and_vllm_needs_vllm(monkeypatch, caplog
     monkeypatch.setattr(rollout, "vllm_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert resolve_engine_name("auto") == "vllm"
-    with pytest.raises(ValueError, match="data.rollout.engine must be one of"):
+    with pytest.raises(ValueError, match=r"data.rollout.engine=.sglang. is not a registered rollout engine; choose"):
         resolve_engine_name("sglang")
 
 

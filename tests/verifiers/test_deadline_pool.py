@@ -65,3 +65,16 @@ def test_workers_killed_while_idle_cost_no_item():
 def test_bad_arguments_fail_at_construction():
     with pytest.raises(ValueError, match="timeout > 0"):
         DeadlinePool(math.sqrt, workers=1, timeout=0)
+
+
+def test_a_worker_killed_while_starting_is_started_again():
+    # Under load a worker may still be starting when something outside kills it: the call judges every item.
+    pool = DeadlinePool(math.sqrt, workers=2, timeout=5.0)
+    try:
+        pool._pool = [pool._start() for _ in range(2)]
+        for worker in pool._pool:
+            worker.process.kill()  # before it said "ready"
+            worker.process.join(timeout=5)
+        assert pool.map([4.0, 9.0]) == [("ok", 2.0), ("ok", 3.0)]
+    finally:
+        pool.close()

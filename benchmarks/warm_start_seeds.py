@@ -65,13 +65,15 @@ def probe(model, tokenizer, examples: list[TaskExample], verifier, max_new_token
     }
 
 
-def measure(seed: int, config: str, warm_start: dict, task: dict, split: str, limit: int | None = None) -> dict:
-    """Warm-start seed ``seed`` and probe it on ``split`` (its first ``limit`` prompts; all by default)."""
+def measure(seed: int, config: str, warm_start: dict, task: dict, split: str, limit: int | None, threads: int) -> dict:
+    """Warm-start seed ``seed`` on ``threads`` torch threads and probe it on ``split`` (its first ``limit`` prompts;
+    all when None)."""
     overrides = {"model": {"warm_start": {"seed": seed}, "model": {"tiny": {"seed": seed}}}}
     if task:
         overrides["data"] = {"task": {"init_args": task}}
     with tempfile.TemporaryDirectory() as root:
         experiment = pipeline.build(config, Path(root), [overrides])
+    torch.set_num_threads(threads)  # after build: the config's num_threads (1 in the quickstart's) was applied there
     module = experiment.module
     settings = dataclasses.replace(module.warm_start, **warm_start)
     task_ = experiment.datamodule.task
@@ -104,11 +106,10 @@ def main() -> None:
     parser.add_argument("--limit", type=int, help="probe only the split's first LIMIT prompts")
     parser.add_argument("--out", type=Path, help="also append the JSON lines to this file")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
     results = []
     for seed in args.seeds:
         warm_start, task = assignments(args.set, "--set"), assignments(args.task, "--task")
-        result = measure(seed, args.config, warm_start, task, args.split, args.limit)
+        result = measure(seed, args.config, warm_start, task, args.split, args.limit, args.threads)
         results.append(result)
         line = json.dumps(result)
         print(line, flush=True)

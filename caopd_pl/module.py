@@ -345,9 +345,14 @@ class CaOPDModule(L.LightningModule):
         )
 
     def _evaluate_start(self) -> None:
-        """The starting model on the validation prompts, read as validation reads them; logged as ``start/*``."""
+        """The starting model on the validation prompts, read as validation reads them; logged as ``start/*``.
+
+        Skipped where the run validates nothing (no ``val`` split, or ``trainer.limit_val_batches: 0``): there would be
+        no end to compare with.
+        """
         datamodule = self.trainer.datamodule
-        if datamodule is None or not datamodule.task.split("val"):
+        task = getattr(datamodule, "task", None)
+        if task is None or "val" not in task.splits() or not task.split("val") or not self.trainer.limit_val_batches:
             return
         training = self.training
         self.eval()

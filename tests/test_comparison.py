@@ -4,9 +4,10 @@ import json
 
 import pytest
 import torch
-from helpers import metrics_rows
+from helpers import metrics_rows, small_config
 
 from caopd_pl import comparison
+from caopd_pl.__main__ import main
 
 
 def _records(confidence: list[float], correct: list[bool]) -> list[dict]:
@@ -42,3 +43,10 @@ def test_fit_compares_the_warm_started_model_with_the_last_validation(tiny_run):
     assert len(start_rows) == 1
     readout = saved["start"]["readout"]
     assert float(start_rows[0]["start/accuracy"]) == pytest.approx(saved["start"]["metrics"][readout]["accuracy"])
+
+
+def test_a_run_that_validates_nothing_evaluates_no_start(tmp_path):
+    assert main(["fit", "--config", str(small_config(tmp_path, max_epochs=1)), "--trainer.limit_val_batches", "0"]) == 0
+    (log_dir,) = tmp_path.glob("logs/version_*")
+    assert not (log_dir / "before_after.json").exists()
+    assert torch.load(tmp_path / "checkpoints/last.ckpt", weights_only=False)["caopd"]["start_evaluation"] is None

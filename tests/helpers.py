@@ -167,3 +167,15 @@ def redraw(model: torch.nn.Module, seed: int, scale: float = 0.3) -> None:
         for param in model.parameters():
             if param.dim() >= 2:
                 param.copy_(torch.randn(param.shape, generator=generator) * scale)
+
+
+def user_module(tmp_path: Path, monkeypatch, name: str, source: str) -> None:
+    """Write ``source`` as module ``name`` in a folder of the user's own on ``sys.path`` (not in the project); the
+    module is forgotten when the test ends."""
+    import textwrap
+
+    folder = tmp_path / "user_code"
+    folder.mkdir(exist_ok=True)
+    (folder / f"{name}.py").write_text(textwrap.dedent(source))
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.delitem(sys.modules, name, raising=False)

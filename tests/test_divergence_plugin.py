@@ -8,14 +8,11 @@ gradients are checked against the same autograd path.
 
 from __future__ import annotations
 
-import sys
-import textwrap
-
 import lightning as L
 import pytest
 import torch
 import yaml
-from helpers import distill_batch, metrics_rows, small_config
+from helpers import distill_batch, metrics_rows, small_config, user_module
 from lightning.pytorch import Callback
 from torch.utils.data import DataLoader
 
@@ -215,12 +212,8 @@ class SkewedKL(Divergence):
 @pytest.fixture
 def user_divergence(tmp_path, monkeypatch):
     """The skewed KL in a module of the user's own (a file on sys.path), not in the project."""
-    folder = tmp_path / "user_code"
-    folder.mkdir()
-    (folder / "my_skewed_kl.py").write_text(textwrap.dedent(SKEWED_KL))
-    monkeypatch.syspath_prepend(str(folder))
-    yield "my_skewed_kl.SkewedKL"
-    monkeypatch.delitem(sys.modules, "my_skewed_kl", raising=False)
+    user_module(tmp_path, monkeypatch, "my_skewed_kl", SKEWED_KL)
+    return "my_skewed_kl.SkewedKL"
 
 
 def _config_with_divergence(root, divergence) -> str:

@@ -101,15 +101,9 @@ def test_fit_with_inspection_writes_rollouts_and_the_completions_table(tmp_path,
 
 @pytest.mark.slow
 def test_fit_with_inspection_gives_tensorboard_a_text_table(tmp_path):
-    pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    config = small_config(tmp_path, max_epochs=1)
-    content = yaml.safe_load(config.read_text())
-    logger = {"class_path": "lightning.pytorch.loggers.TensorBoardLogger", "init_args": {"save_dir": str(tmp_path)}}
-    content["trainer"]["logger"] = logger
-    config.write_text(yaml.safe_dump(content))
-    assert main(["fit", "--config", str(config), *INSPECT]) == 0
+    _fit_with_logger(tmp_path, "lightning.pytorch.loggers.TensorBoardLogger")
     (events,) = tmp_path.glob("lightning_logs/version_0/events.out.tfevents.*")
     accumulator = EventAccumulator(str(events.parent), size_guidance={"tensors": 0}).Reload()
     (entry,) = accumulator.Tensors("rollouts/text_summary")
@@ -121,11 +115,15 @@ def test_fit_with_inspection_gives_tensorboard_a_text_table(tmp_path):
 @pytest.mark.slow
 def test_fit_with_inspection_gives_wandb_a_table(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
-    config = small_config(tmp_path, max_epochs=1)
-    content = yaml.safe_load(config.read_text())
-    logger = {"class_path": "lightning.pytorch.loggers.WandbLogger", "init_args": {"save_dir": str(tmp_path)}}
-    content["trainer"]["logger"] = logger
-    config.write_text(yaml.safe_dump(content))
-    assert main(["fit", "--config", str(config), *INSPECT]) == 0
+    _fit_with_logger(tmp_path, "lightning.pytorch.loggers.WandbLogger")
     tables = list(tmp_path.glob("wandb/offline-run-*/files/media/table/rollouts_*.table.json"))
     assert tables and len(json.loads(tables[0].read_text())["data"]) == 4
+
+
+def _fit_with_logger(root, class_path: str) -> None:
+    """A one-epoch fit with inspection on, logging to ``class_path`` (saving under ``root``)."""
+    config = small_config(root, max_epochs=1)
+    content = yaml.safe_load(config.read_text())
+    content["trainer"]["logger"] = {"class_path": class_path, "init_args": {"save_dir": str(root)}}
+    config.write_text(yaml.safe_dump(content))
+    assert main(["fit", "--config", str(config), *INSPECT]) == 0

@@ -8,6 +8,7 @@ import sys
 import textwrap
 
 import pytest
+from helpers import user_module
 
 from caopd_pl.__main__ import main
 from caopd_pl.verifiers import Verdict, Verifier, available, build
@@ -97,12 +98,8 @@ ANSWERS = [  # (completion, reference, correct): a verifier that read the confid
 @pytest.fixture
 def last_number(tmp_path, monkeypatch):
     """A "last number" verifier in a module of the user's own (a file on sys.path), written from the plugin docs."""
-    folder = tmp_path / "user_code"
-    folder.mkdir()
-    (folder / "my_last_number.py").write_text(textwrap.dedent(LAST_NUMBER))
-    monkeypatch.syspath_prepend(str(folder))
-    yield "my_last_number.LastNumberVerifier"
-    sys.modules.pop("my_last_number", None)
+    user_module(tmp_path, monkeypatch, "my_last_number", LAST_NUMBER)
+    return "my_last_number.LastNumberVerifier"
 
 
 def test_a_users_verifier_is_one_class_and_never_sees_the_confidence_line(last_number):

@@ -18,29 +18,29 @@ import torch
 from caopd_pl.files import atomic_write_json
 from caopd_pl.metrics import answer_tensors, without_nan
 from caopd_pl.plots import reliability_grid
-from caopd_pl.readouts import summaries_by_readout
+from caopd_pl.readouts import ReadoutConfig, summaries_by_readout
 
 SHOWN = ("accuracy", "mean_confidence", "ece", "spr", "format_adherence")
 """The rows of the comparison table, in order."""
 
 
-def snapshot(records: Sequence[Mapping[str, Any]], readouts: Sequence[str], primary: str) -> dict[str, Any]:
+def snapshot(records: Sequence[Mapping[str, Any]], readout: ReadoutConfig) -> dict[str, Any]:
     """What the comparison keeps of one evaluation: every readout's metrics and the primary readout's answers.
 
     Args:
-        records: :meth:`~caopd_pl.evaluation.Evaluator.answer`'s records (their ``confidence`` is ``primary``'s).
-        readouts: the readouts to summarise.
-        primary: the readout the table and the figure show.
+        records: evaluation's answer records (their ``confidence`` is the primary readout's).
+        readout: the readouts to summarise; its primary is the one the table and the figure show.
 
     Returns:
         ``{"readout", "n", "metrics": {readout: summary}, "confidence": [...], "correct": [...]}``: plain values, so
         it can live in a checkpoint and a JSON file.
     """
     confidence, correct, _ = answer_tensors(records)
+    summaries = summaries_by_readout(records, readout.readouts)
     return {
-        "readout": primary,
+        "readout": readout.primary,
         "n": len(records),
-        "metrics": {name: without_nan(summary) for name, summary in summaries_by_readout(records, readouts).items()},
+        "metrics": {name: without_nan(summary) for name, summary in summaries.items()},
         "confidence": confidence.tolist(),
         "correct": correct.tolist(),
     }

@@ -362,9 +362,9 @@ class CaOPDModule(L.LightningModule):
                 records = [record for index, batch in enumerate(loader) for record in evaluator.answer(batch, index)]
         finally:
             self.train(training)
-        primary = self.readout.primary
-        self.start_evaluation = comparison.snapshot(records, self.readout.readouts, primary)
-        start = {f"start/{k}": v for k, v in self.start_evaluation["metrics"][primary].items() if v is not None}
+        self.start_evaluation = comparison.snapshot(records, self.readout)
+        metrics = self.start_evaluation["metrics"][self.readout.primary]
+        start = {f"start/{k}": v for k, v in metrics.items() if v is not None}
         for logger in self.trainer.loggers:
             logger.log_metrics(start, step=0)
 
@@ -383,7 +383,7 @@ class CaOPDModule(L.LightningModule):
         """:func:`comparison.snapshot` of the latest validation; None before one ran."""
         if not self.val_records:
             return None
-        return comparison.snapshot(self.val_records, self.readout.readouts, self.readout.primary)
+        return comparison.snapshot(self.val_records, self.readout)
 
     def on_validation_epoch_end(self) -> None:
         self._log_metrics("val")

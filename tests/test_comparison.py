@@ -8,6 +8,7 @@ from helpers import metrics_rows, small_config
 
 from caopd_pl import comparison
 from caopd_pl.__main__ import main
+from caopd_pl.readouts import ReadoutConfig
 
 
 def _records(confidence: list[float], correct: list[bool]) -> list[dict]:
@@ -18,8 +19,9 @@ def _records(confidence: list[float], correct: list[bool]) -> list[dict]:
 
 
 def test_snapshot_table_and_files(tmp_path):
-    before = comparison.snapshot(_records([1.0] * 4, [True, False, False, False]), ["greedy", "expected"], "greedy")
-    after = comparison.snapshot(_records([0.9, 0.1, 0.2, 0.1], [True, False, False, False]), ["greedy"], "greedy")
+    both, greedy = ReadoutConfig("greedy", ("greedy", "expected")), ReadoutConfig("greedy", ("greedy",))
+    before = comparison.snapshot(_records([1.0] * 4, [True, False, False, False]), both)
+    after = comparison.snapshot(_records([0.9, 0.1, 0.2, 0.1], [True, False, False, False]), greedy)
     assert before["metrics"]["greedy"]["mean_confidence"] == pytest.approx(1.0)
     assert before["metrics"]["greedy"]["ece"] == pytest.approx(0.75)
     assert set(before["metrics"]) == {"greedy", "expected"} and before["n"] == 4

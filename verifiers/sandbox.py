@@ -140,6 +140,7 @@ userfaultfd             323 282
 perf_event_open         298 241
 bpf                     321 280
 landlock_create_ruleset 444 444
+seccomp                 317 277  filters (and prctl's PR_SET_SECCOMP): JIT space from net.core.bpf_jit_limit
 flock                    73  32  unreclaimable kernel memory in any number: file locks (byte-range ones in fcntl
 setxattr                188   5    below), extended attributes
 lsetxattr               189   6
@@ -160,6 +161,7 @@ _AF_UNIX = 1  # the one socket family allowed: its abstract names are per networ
 _CLONE_NEWUSER, _MAP_HUGETLB = 0x10000000, 0x40000
 # F_SETLK, F_SETLKW, F_OFD_SETLK, F_OFD_SETLKW (a lock per byte range), F_SETLEASE, F_NOTIFY, F_SETPIPE_SZ
 _FCNTL_DENIED = (6, 7, 37, 38, 1024, 1026, 1031)
+_PR_SET_SECCOMP = 22
 _ARGUMENT_RULES = (  # (name, x86_64 number, aarch64 number, argument index, test, values)
     ("socket", 41, 198, 0, "only", (_AF_UNIX,)),
     ("socketpair", 53, 199, 0, "only", (_AF_UNIX,)),
@@ -167,6 +169,7 @@ _ARGUMENT_RULES = (  # (name, x86_64 number, aarch64 number, argument index, tes
     ("unshare", 272, 97, 0, "bits", (_CLONE_NEWUSER,)),
     ("mmap", 9, 222, 3, "bits", (_MAP_HUGETLB,)),  # the machine's huge page pool
     ("fcntl", 72, 25, 1, "deny", _FCNTL_DENIED),
+    ("prctl", 157, 167, 0, "deny", (_PR_SET_SECCOMP,)),  # the other way to install a seccomp filter
 )
 _CLONE3 = 435  # its flags are behind a pointer seccomp cannot read: ENOSYS, and the C library falls back to clone
 _X32_BIT = 0x40000000  # x86_64's x32 ABI numbers: another way into the same calls

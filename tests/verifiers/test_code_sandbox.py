@@ -76,7 +76,7 @@ ALLOW, EPERM, ENOSYS, KILL = 0x7FFF0000, 0x00050001, 0x00050026, 0x80000000
 ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
 # (x86_64, aarch64) numbers of the calls checked by argument, and of read(2)
 SOCKET, SOCKETPAIR, CLONE, CLONE3, UNSHARE = (41, 198), (53, 199), (56, 220), (435, 435), (272, 97)
-MMAP, FCNTL, READ = (9, 222), (72, 25), (0, 63)
+MMAP, FCNTL, READ, PRCTL = (9, 222), (72, 25), (0, 63), (157, 167)
 
 
 def run_filter(program: bytes, arch: int, nr: int, args: tuple[int, ...] = ()) -> int:
@@ -117,6 +117,7 @@ def test_seccomp_filter_decides_each_call(monkeypatch, machine):
     assert decide(CLONE3) == ENOSYS
     assert decide(MMAP, 0, 4096, 3, 0x22) == ALLOW and decide(MMAP, 0, 4096, 3, 0x40022) == EPERM  # MAP_HUGETLB
     assert [cmd for cmd in range(2048) if decide(FCNTL, 3, cmd) != ALLOW] == [6, 7, 37, 38, 1024, 1026, 1031]
+    assert [option for option in range(128) if decide(PRCTL, option) != ALLOW] == [22]  # PR_SET_SECCOMP
     if machine == "x86_64":
         assert run_filter(program, arch, 0x40000000 | 41, (40,)) == EPERM  # x32 numbers: denied
 

@@ -1,13 +1,14 @@
 """Attack class: kernel resources outside every rlimit. Socket families other than AF_UNIX, the machine's pools
-(pseudo-terminals, AIO contexts, huge pages, keys, inotify instances), kernel objects (SysV and POSIX IPC, timers,
-file locks, extended attributes, inodes) and new user namespaces or capabilities are refused or capped.
+(pseudo-terminals, AIO contexts, huge pages, keys, inotify instances, seccomp filters' JIT space), kernel objects (SysV
+and POSIX IPC, timers, file locks, extended attributes, inodes) and new user namespaces or capabilities are refused or
+capped.
 
-Each candidate tries a class, keeps whatever it got, renames itself and waits; meanwhile the host reads its own
-counters (``/proc/sys/kernel/pty/nr``, ``/proc/sys/fs/aio-nr``, ``/proc/key-users``, ``SUnreclaim`` and huge pages in
+Each candidate tries a class, keeps whatever it got, renames itself and waits; meanwhile the host reads its own counters
+(``/proc/sys/kernel/pty/nr``, ``/proc/sys/fs/aio-nr``, ``/proc/key-users``, ``SUnreclaim`` and huge pages in
 ``/proc/meminfo``) and the candidate's process from outside (its descriptors, mappings, POSIX timers, file locks in
-``/proc/locks``, capabilities, user namespace, and the SysV objects of its IPC namespace). The candidate reports what
-succeeded, so the verdict is PASS exactly when it got nothing. ``judge`` (conftest) also checks the host's process
-table and shared memory after each verdict.
+``/proc/locks``, capabilities, user namespace, seccomp filters, and the SysV objects of its IPC namespace). The
+candidate reports what succeeded, so the verdict is PASS exactly when it got nothing. ``judge`` (conftest) also checks
+the host's process table and shared memory after each verdict.
 """
 
 from __future__ import annotations
@@ -108,6 +109,13 @@ for _ in range(256):  # POSIX timers: kernel objects, no rlimit of their own
     attempt("timer_create", call(222, 107, 1, None, ctypes.byref(ctypes.c_int(0))))
 ruleset = (ctypes.c_uint64 * 3)(1)  # handled_access_fs: LANDLOCK_ACCESS_FS_EXECUTE
 attempt("landlock_create_ruleset", call(444, 444, ruleset, 8, 0))
+""",
+    "seccomp filters": r"""
+insns = (ctypes.c_uint64 * 1)(0x7FFF0000 << 32 | 0x06)  # one instruction: return SECCOMP_RET_ALLOW
+fprog = struct.pack("<H6xQ", 1, ctypes.addressof(insns))  # struct sock_fprog
+for _ in range(8):  # each filter is kernel memory and JIT space from net.core.bpf_jit_limit, one machine-wide pool
+    attempt("seccomp", call(317, 277, 1, 0, fprog))  # SECCOMP_SET_MODE_FILTER
+    attempt("prctl(PR_SET_SECCOMP)", call(157, 167, 22, 2, fprog))  # SECCOMP_MODE_FILTER
 """,
     "file locks": r"""
 fd = os.open("/tmp/locked", os.O_CREAT | os.O_RDWR, 0o600)
@@ -235,19 +243,26 @@ def lock_owner(line: str) -> int:
     return int(line.replace("->", "").split()[4])
 
 
+def proc_status(pid: int) -> dict[str, str]:
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return {name: value.strip() for name, value in (line.split(":", 1) for line in lines)}
+
+
 def candidate_census(pids: list[int]) -> dict[str, Any]:
     """What the candidate's processes hold, read from the host (as root: the candidate is not dumpable)."""
-    fds, maps, timers, caps, namespaces = [], [], [], set(), set()
+    fds, maps, timers, caps, namespaces, filters = [], [], [], set(), set(), set()
+    judge = int(Path(f"/proc/{pids[0]}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    for pid in [judge, *pids]:
+        filters.add(int(proc_status(pid)["Seccomp_filters"]))  # the judge's: bwrap's filter
     for pid in pids:
         proc = Path(f"/proc/{pid}")
         fds += [os.readlink(fd) for fd in (proc / "fd").iterdir()]
         maps += [line for line in (proc / "maps").read_text().splitlines() if "aio" in line or "huge" in line]
         timers += (proc / "timers").read_text().splitlines()
-        status = dict(line.split(":\t", 1) for line in (proc / "status").read_text().splitlines())
-        caps |= {(name, status[name].strip()) for name in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")}
+        status = proc_status(pid)
+        caps |= {(name, status[name]) for name in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")}
         namespaces.add(os.readlink(proc / "ns" / "user"))
     locks = [line for line in Path("/proc/locks").read_text().splitlines() if lock_owner(line) in pids]
-    judge = int(Path(f"/proc/{pids[0]}/stat").read_text().rsplit(")", 1)[1].split()[1])
     return {
         "descriptors": sorted({fd for fd in fds if any(kind in fd for kind in FORBIDDEN_DESCRIPTORS)}),
         "aio or huge mappings": maps,
@@ -256,6 +271,7 @@ def candidate_census(pids: list[int]) -> dict[str, Any]:
         "capabilities": sorted(cap for cap in caps if int(cap[1], 16)),
         "user namespaces": namespaces - {os.readlink(f"/proc/{judge}/ns/user")},
         "sysv objects": ipc_objects(pids[0]),
+        "seccomp filter counts": filters,
     }
 
 
@@ -279,6 +295,7 @@ def assert_nothing_held(before: dict[str, Any], during: dict[str, Any]) -> None:
             "capabilities": [],
             "user namespaces": set(),
             "sysv objects": [],
+            "seccomp filter counts": {1},  # bwrap's alone, in the judge and every candidate process
         }
 
 

@@ -4,14 +4,14 @@ revision itself in tests/test_revision.py)."""
 
 import pytest
 
-from caopd_pl.datamodule import RolloutDataModule
+from caopd_pl.datamodule import RolloutDataModule, check_completion_cap
 from caopd_pl.errors import UsageError
 from caopd_pl.revision import revise_epoch
 from caopd_pl.rollout.base import Rollout, RolloutConfig, RolloutEngine
 from caopd_pl.rollout.shared import SharedEngine
 from caopd_pl.tasks.arithmetic import ArithmeticTask
 from caopd_pl.tasks.checks import check_fit_data, check_warm_start_data
-from caopd_pl.templates import TeacherConfig, prompt_ids
+from caopd_pl.templates import TeacherConfig, prompt_ids, revised_completion_ids
 
 
 class ScriptedEngine(RolloutEngine):
@@ -103,3 +103,11 @@ def test_bad_settings_name_the_key():
         RolloutDataModule(task, test_split="ood")
     with pytest.raises(ValueError, match="rollout.num_samples"):
         RolloutConfig(num_samples=0)
+
+
+def test_a_completion_cap_must_leave_room_for_an_answer_beside_the_confidence_line(tokenizer):
+    line = len(revised_completion_ids(tokenizer, "", 1.0))  # the confidence line and EOS alone
+    for cap in (line - 1, line):
+        with pytest.raises(UsageError, match=f"max_new_tokens={cap} leaves no room"):
+            check_completion_cap(tokenizer, cap)
+    check_completion_cap(tokenizer, line + 1)

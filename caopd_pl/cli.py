@@ -28,9 +28,11 @@ makes the command line strict and quiet:
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
 import inspect
+import io
 import itertools
 import logging
 import os
@@ -136,9 +138,8 @@ class CaOPDCLI(LightningCLI):
         message = _without_union_noise(re.sub(r'Parser key "([^"]+)":;?\s*', r"\1: ", one_line(err.message or err)))
         args = list(sys.argv[1:] if args is None else args)
         stage = args[0] if args and args[0] in self.subcommands() else None
-        parser = self._subcommand_parsers[stage] if stage else self.parser
         for unknown in _unknown_keys(message):
-            close = difflib.get_close_matches(unknown, _option_keys(parser), n=1, cutoff=0.8)
+            close = difflib.get_close_matches(unknown, _option_keys(stage_parser(self, stage)), n=1, cutoff=0.8)
             if close:
                 message += f"; did you mean {close[0]}?"
                 break
@@ -151,6 +152,8 @@ class CaOPDCLI(LightningCLI):
     def _parse_ckpt_path(self) -> None:
         # Lightning's own step: it replaces the config's model settings with the checkpoint's. Before it, check the
         # checkpoint file, and for fit compare the settings instead (a resume keeps the config's, checked equal).
+        # A private step of LightningCLI: no public hook runs between parsing and its reading of the checkpoint
+        # (checked against the pinned Lightning: tests/test_library_versions.py).
         subcommand = self.config.get("subcommand")
         config = self.config[subcommand] if subcommand else None
         ckpt_path = config.get("ckpt_path") if config is not None else None
@@ -169,7 +172,7 @@ class CaOPDCLI(LightningCLI):
         if subcommand != "fit":
             self._use_checkpoint_settings(checkpoint, subcommand)
             return
-        check_same_experiment(checkpoint, _config_dict(self._parser(subcommand), config), ckpt_path)
+        check_same_experiment(checkpoint, _config_dict(stage_parser(self, subcommand), config), ckpt_path)
 
     def _use_checkpoint_settings(self, checkpoint: dict[str, Any], subcommand: str) -> None:
         """Lightning's step for evaluation: the checkpoint's model settings replace the config's, with settings
@@ -202,7 +205,7 @@ class CaOPDCLI(LightningCLI):
                 config.ckpt_path = os.path.abspath(ckpt_path)  # saved in config.yaml: which checkpoint was evaluated
         config.trainer.logger = _logger_under(config.trainer.logger, root, self.subcommand, config.get("ckpt_path"))
         if self.subcommand in EVALUATION_STAGES:
-            _evaluation_version(config, root, self.subcommand, self._parser(self.subcommand))
+            _evaluation_version(config, root, self.subcommand, stage_parser(self, self.subcommand))
 
     def instantiate_classes(self) -> None:
         try:
@@ -210,9 +213,9 @@ class CaOPDCLI(LightningCLI):
         except UsageError:
             raise
         except ValueError as err:
-            # The constructors validate their arguments (STYLE.md: bad values fail at construction, naming the key).
+            # The constructors validate their arguments: a bad value fails at construction, naming its key.
             message = _without_union_noise(one_line(err))  # a task's constructor fails inside the optional data.task
-            raise UsageError(_with_full_key(message, _option_keys(self._parser(self.subcommand)))) from err
+            raise UsageError(_with_full_key(message, _option_keys(stage_parser(self, self.subcommand)))) from err
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         trainer = super().instantiate_trainer(**kwargs)
@@ -220,12 +223,15 @@ class CaOPDCLI(LightningCLI):
         if self.subcommand in ("fit", None):  # None: the caller runs the trainer (fit, for the runner)
             _check_no_distributed_sampler(trainer, config.trainer.use_distributed_sampler)
         hide_version_number(trainer)
-        saved = SavedConfig(_config_dict(self._parser(self.subcommand), config))  # for a resume to compare with
+        saved = SavedConfig(_config_dict(stage_parser(self, self.subcommand), config))  # for a resume to compare with
         trainer.callbacks += [RolloutStats(), RunSummary(), saved]
         _make_resumable(trainer, config.seed_everything)
         return trainer
 
     def _run_subcommand(self, subcommand: str) -> None:
+        # A private step of LightningCLI, the one place after the loggers' finalize (a callback's on_exception runs
+        # before it, and CSVLogger's may still write metrics.csv into a folder removed there); checked against the
+        # pinned Lightning (tests/test_library_versions.py).
         created = _log_dirs_to_create(self.trainer)
         try:
             super()._run_subcommand(subcommand)
@@ -283,7 +289,19 @@ def _with_full_key(message: str, options: list[str]) -> str:
 
 
 def _option_keys(parser: LightningArgumentParser) -> list[str]:
-    return [option for option in parser._option_string_actions if option.startswith("--")]
+    """Every key a config for ``parser`` may hold, groups included, as an option (``--data.rollout.num_samples``)."""
+    return [f"--{key}" for key in parser.get_defaults(skip_validation=True).keys(branches=True)]
+
+
+def stage_parser(cli: LightningCLI, stage: str | None) -> LightningArgumentParser:
+    """The parser of the subcommand ``stage`` (``fit``...), or the main parser for None.
+
+    Lightning keeps its subcommands' parsers private (``LightningCLI._parser``), and jsonargparse offers no public way
+    to them from the main parser: the one private call of this module (beside the overrides of ``_parse_ckpt_path``
+    and ``_run_subcommand``), checked against the Lightning version pyproject.toml pins
+    (tests/test_library_versions.py fails on another and names what to re-check).
+    """
+    return cli._parser(stage)
 
 
 def _class_path(value: Any) -> str | None:
@@ -448,25 +466,12 @@ def quiet_console() -> None:
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
 
 
-class _ParsersBuilt(Exception):
-    """Stops :class:`_HelpOnly` once its parsers exist."""
-
-
-class _HelpOnly(CaOPDCLI):
-    """A CLI that builds its parsers and stops before parsing anything."""
-
-    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
-        raise _ParsersBuilt(self)
-
-
-def help_texts() -> dict[str, str]:
-    """The ``--help`` text of every Lightning command, from one build of the parsers (what ``--help`` prints)."""
-    set_parsing_settings(docstring_parse_attribute_docstrings=True)
-    try:
-        _HelpOnly(CaOPDModule, RolloutDataModule, args=[])
-    except _ParsersBuilt as built:
-        cli = built.args[0]
-    return {name: parser.format_help() for name, parser in cli._subcommand_parsers.items()}
+def help_text(command: str) -> str:
+    """What ``python -m caopd_pl <command> --help`` prints: the parser's help, as argparse prints it before exiting."""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed), contextlib.suppress(SystemExit):
+        cli_main([command, "--help"])
+    return printed.getvalue()
 
 
 def cli_main(args: list[str] | None = None, run: bool = True) -> CaOPDCLI:

@@ -93,6 +93,22 @@ def one_line(message: str) -> str:
     return "; ".join(line.strip() for line in str(message).splitlines() if line.strip())
 
 
+def one_line_report(err: BaseException) -> tuple[int, str] | None:
+    """The exit status and the one line that report ``err``, when the user can fix it; None for a bug.
+
+    A :class:`UsageError` exits with 2; a write that found no space or quota left (:class:`DiskFull`, or a library's
+    ``OSError`` with ``ENOSPC``/``EDQUOT``, said as a ``DiskFull`` would say it) with 3. Anything else keeps its
+    traceback, and so does everything under ``CAOPD_PL_TRACEBACK=1``.
+    """
+    if show_tracebacks():
+        return None
+    if isinstance(err, UsageError):
+        return USAGE_STATUS, one_line(str(err))
+    if isinstance(err, OSError) and is_disk_full(err):
+        return DISK_FULL_STATUS, one_line(str(err if isinstance(err, DiskFull) else DiskFull(err, err.filename)))
+    return None
+
+
 def show_tracebacks() -> bool:
     """Whether the user asked for tracebacks of usage errors (``CAOPD_PL_TRACEBACK=1``)."""
     return os.environ.get(TRACEBACK_ENV, "") not in ("", "0", "false", "False")

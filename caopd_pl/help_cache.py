@@ -1,7 +1,7 @@
 """``--help`` of the Lightning commands without importing Lightning, after the first time.
 
 The help of ``fit`` lists every option of the trainer, the module and the data module: building it imports torch,
-Lightning and transformers (5 s and more on a busy machine). It changes only when the package's source, the
+Lightning and transformers (seconds). It changes only when the package's source, the
 versions of the libraries that shape it, or the terminal width change, so the first call writes it to
 ``$XDG_CACHE_HOME/caopd_pl/help/`` (default ``~/.cache``) under a digest of all of these, and later calls print it.
 An unwritable cache only costs the time.
@@ -13,7 +13,6 @@ import hashlib
 import os
 import shutil
 import sys
-from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
@@ -41,23 +40,18 @@ def help_key(command: str) -> str:
     return digest.hexdigest()[:32]
 
 
-def cached_help(command: str, build: Callable[[], dict[str, str]]) -> str:
-    """The help text of ``command``: from the cache, or ``build()`` (every command's help at once) and keep them.
-
-    Building them together pays for the imports once: after the first ``fit --help``, ``test --help`` is cached too.
-    """
-    path = _path(command)
+def cached_help(command: str) -> str:
+    """The help text of ``command``: from the cache, or built (:func:`caopd_pl.cli.help_text`, which imports
+    Lightning) and kept."""
+    path = cache_dir() / f"{command}-{help_key(command)}.txt"
     if path.is_file():
         return path.read_text(encoding="utf-8")
-    texts = build()
-    for name, text in texts.items():
-        if text.strip():
-            _write(_path(name), text)
-    return texts[command]
+    from caopd_pl.cli import help_text
 
-
-def _path(command: str) -> Path:
-    return cache_dir() / f"{command}-{help_key(command)}.txt"
+    text = help_text(command)
+    if text.strip():
+        _write(path, text)
+    return text
 
 
 def _write(path: Path, text: str) -> None:

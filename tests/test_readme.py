@@ -28,7 +28,8 @@ from types import ModuleType
 
 import pytest
 
-from caopd_pl.__main__ import LIGHTNING_COMMANDS, TOOLS, main
+from caopd_pl.__main__ import main
+from caopd_pl.commands import LIGHTNING_COMMANDS, TOOLS
 
 pytestmark = pytest.mark.slow  # seconds each: the full suite runs them, the fast lane (-m "not slow") does not
 

@@ -96,9 +96,8 @@ class RolloutDataModule(L.LightningDataModule):
             over its distinct values (each value gets ``prompts_per_epoch // G`` prompts of the G values, the
             remainder goes to values drawn by the epoch's generator, a value with fewer rows gives them all and the
             others share the shortfall), without replacement, in a seeded shuffled order. Uniform sampling trains a
-            group in proportion to its size: the quickstart's ``1+1`` level has 100 problems in all and 51 of its
-            6,551 training prompts, so 61% of 64-prompt epochs hold none of them and the level's
-            stated confidence stays overstated. None (default): uniform over the rows, as before.
+            group in proportion to its size, and a small group may be missing from most epochs (the quickstart's
+            ``1+1`` level: docs/reproducing.md). None (default): uniform over the rows.
     """
 
     def __init__(
@@ -346,8 +345,8 @@ class EpochPermutation(Sampler[int]):
         seed: seed of the permutation (the datamodule passes one derived from ``data.seed`` and the epoch).
         skip: numbers drawn from the seeded generator before the permutation. The datamodule skips what the
             shuffling loader it replaces drew in an uninterrupted run (one number per ``iter()``: Lightning 2.6
-            iterated it once before epoch 0's batches, twice before later epochs'), so that every run measured
-            before serves the same batches now.
+            iterated it once before epoch 0's batches, twice before later epochs'), so that the batches, and the
+            results docs/ quotes, stay those of that loader.
         passes: the permutations served one after another (GRPO's passes over an epoch's rollouts), each drawn
             from the same generator after the previous; the first is the one a single pass serves.
     """

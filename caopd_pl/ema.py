@@ -7,11 +7,8 @@ Teacher and student may hold different dtypes (an fp32 teacher beside a bf16 stu
 fp32 student). A low-precision teacher (bf16/fp16) is updated in float32 and rounded back *stochastically*. With
 round-to-nearest, an update ``rate * (student - teacher)`` smaller than half a bf16 step (2^-9 of the value) is lost,
 and at rate 0.01 with fine-tuning's small per-step changes that is nearly every update, so a bf16 teacher (the
-reference code's setting) lags far behind the EMA it should be. Measured (1M weights ~ N(0, 0.02), student drifting
-by Adam-sized steps of 2e-5, rate 0.01, 300 steps; ``tests/test_ema.py`` checks a smaller case): of the fp32
-teacher's movement, round-to-nearest keeps 39% (TRL's ``mul_``/``add_`` 42%) and leaves the weights 10% (of their
-norm) away from the fp32 teacher's; stochastic rounding keeps 99.8% and leaves 1.4%, zero-mean noise that stays a
-few bf16 steps per weight (for comparison, storing the fp32 teacher in bf16 costs 0.17%).
+reference code's setting) lags far behind the EMA it should be; stochastic rounding leaves zero-mean noise of a few
+bf16 steps per weight instead (docs/method.md has the measurement; ``tests/test_ema.py`` checks a smaller case).
 """
 
 from __future__ import annotations

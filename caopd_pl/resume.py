@@ -23,7 +23,6 @@ The CLI wires them into every Lightning command (:mod:`caopd_pl.cli`).
 
 from __future__ import annotations
 
-import hashlib
 import random
 from collections.abc import Mapping
 from pathlib import Path
@@ -38,6 +37,7 @@ from lightning.pytorch.callbacks import Callback
 from caopd_pl.errors import UsageError
 from caopd_pl.files import atomic_torch_save
 from caopd_pl.losses import comparable_divergence, upgrade_loss_settings
+from caopd_pl.seeds import derive_seed
 
 LAST = "last"
 CONFIG_KEY = "caopd_config"
@@ -124,7 +124,7 @@ class EpochSeed(Callback):
 
 def epoch_seed(seed: int, epoch: int) -> int:
     """A seed for ``epoch`` of a run seeded with ``seed``, within NumPy's 32-bit range (a hash: no two pairs alike)."""
-    return int.from_bytes(hashlib.sha256(f"{seed}:{epoch}".encode()).digest()[:4], "little")
+    return derive_seed(seed, epoch)
 
 
 def check_last_checkpoint(ckpt_path: str | None, checkpoint_dirs: list[str]) -> None:

@@ -273,10 +273,8 @@ def iter_merged_parameters(
     Adapter tensors are left out, and ``...q_proj.base_layer.weight`` comes out as ``...q_proj.weight`` holding
     ``W + (alpha / r) B @ A``, summed in float32 and yielded in float32 when W is half precision: the engine casts
     it once to its own dtype. An fp32 engine (vLLM on CPU) then holds the student exactly; a bf16 engine holds it
-    rounded once. Summed in bf16 (peft's merge, what this did before), the adapter's early change mostly rounded
-    away whatever the engine's dtype: after one step at lr 5e-5 on SmolLM2-135M, 99% of adapted elements were
-    unchanged and the merged model kept a quarter of the adapter's effect on the policy (docs/scaling.md,
-    ``benchmarks/lora_bf16_gap.py``).
+    rounded once. Summed in bf16 (peft's merge), the adapter's early change would mostly round away whatever the
+    engine's dtype (docs/scaling.md measures it, ``benchmarks/lora_bf16_gap.py``).
     One merged weight at a time: no copy of the model.
     """
     for name, tensor in named:

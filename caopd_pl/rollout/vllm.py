@@ -207,10 +207,10 @@ class VLLMEngine(RolloutEngine):
     def _sampling_params(self, sampling: RolloutConfig, seed: int, index: int):
         from vllm import SamplingParams
 
-        # Child j of prompt i of a call seeded s samples with (s << 24) + i * n + j: a function of the caller's seed
-        # and the prompt's place in the caller's list only. The caller mixes in what must differ (training: epoch and
-        # rank), and what must agree does: every rank evaluates every prompt with the same seed, so their sampled
-        # readouts agree and the metrics logged from all ranks are those rank 0 writes (issue 21, item 8); a prompt
+        # Child j of prompt i of a call seeded s samples with ((s * 65,537) << 24) + i * n + j: a function of the
+        # caller's seed and the prompt's place in the caller's list only. The caller mixes in what must differ
+        # (training: epoch and rank), and what must agree does: every rank evaluates every prompt with the same seed,
+        # so their sampled readouts agree and the metrics logged from all ranks are those rank 0 writes; a prompt
         # pooled into a tensor-parallel group keeps its owner's seed.
         request_seed = ((seed * 65_537) << 24) + index * sampling.num_samples
         return SamplingParams(

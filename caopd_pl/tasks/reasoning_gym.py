@@ -30,12 +30,12 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import hashlib
 import json
 import re
 from typing import Any
 
 from caopd_pl.errors import UsageError
+from caopd_pl.seeds import derive_seed
 from caopd_pl.tasks.base import GeneratedTask, TaskExample
 from caopd_pl.verifiers import Verifier
 from caopd_pl.verifiers.reasoning_gym import INSTALL_HINT, score_here
@@ -68,8 +68,7 @@ def generators() -> dict[str, tuple[type, type]]:
 
 def split_seed(seed: int, split: str) -> int:
     """A seed for ``split``, derived from ``seed`` by hashing, so that splits' seeds are far apart."""
-    digest = hashlib.sha256(f"{seed}:{split}".encode()).digest()
-    return int.from_bytes(digest[:4], "big") % 2**31  # below 2**32 even after + index (numpy's limit)
+    return derive_seed(seed, split, byteorder="big", bits=31)  # below 2**32 even after + index (numpy's limit)
 
 
 class ReasoningGymTask(GeneratedTask):

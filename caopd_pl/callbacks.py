@@ -222,7 +222,12 @@ def _validation_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def hide_version_number(trainer: L.Trainer) -> None:
-    """Leave the logger version (``v_num``) out of the trainer's progress bar, whichever bar it uses."""
+    """Leave the logger version (``v_num``) out of the trainer's progress bar, whichever bar it uses.
+
+    Lightning's way is to override ``ProgressBar.get_metrics`` (its docstring shows this very override) in a
+    subclass; the bar's class is the trainer's choice (TQDM or Rich, or one a config names), so the override is set on
+    the instance instead of replacing the bar. ``tests/test_cli.py`` checks that the bar shows no ``v_num``.
+    """
     bar = trainer.progress_bar_callback
     if not isinstance(bar, ProgressBar):
         return

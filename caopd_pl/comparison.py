@@ -1,10 +1,12 @@
-"""Before and after: the model a run starts from and the model it ends with, on the same validation prompts.
+"""Before and after: the model a run starts from and the model it ends with, on the same prompts.
 
 ``fit`` evaluates its starting model (after the warm start, when there is one) on the validation prompts before
 the first epoch (``model.validate_start``), and compares it with the last validation when it ends: a table in its
 summary, ``before_after.json`` and ``before_after.png`` (a reliability diagram of each, side by side) in the log
-folder. A base model that says 1.00 whatever it knows and a trained model whose confidence follows its accuracy
-show at a glance.
+folder. ``test`` does the same for the checkpoint it tests on the test prompts (``model.test_start``), with the
+starting weights ``fit`` kept beside the checkpoints (:mod:`caopd_pl.start_weights`), into the test's folder. A
+base model that says 1.00 whatever it knows and a trained model whose confidence follows its accuracy show at a
+glance.
 """
 
 from __future__ import annotations
@@ -46,10 +48,11 @@ def snapshot(records: Sequence[Mapping[str, Any]], readout: ReadoutConfig) -> di
     }
 
 
-def table(before: Mapping[str, Any], after: Mapping[str, Any]) -> str:
-    """The two snapshots' primary-readout metrics side by side, a few lines for a terminal."""
+def table(before: Mapping[str, Any], after: Mapping[str, Any], prompts: str = "validation") -> str:
+    """The two snapshots' primary-readout metrics side by side, a few lines for a terminal; ``prompts`` names the
+    split they answered."""
     readout = before["readout"]
-    lines = [f"before and after ({before['n']} validation prompts, {readout} readout):", f"  {'':18}start   end"]
+    lines = [f"before and after ({before['n']} {prompts} prompts, {readout} readout):", f"  {'':18}start   end"]
     for key in SHOWN:
         start, end = before["metrics"][readout].get(key), after["metrics"][readout].get(key)
         lines.append(f"  {key:18}{_cell(start)}   {_cell(end)}")

@@ -17,6 +17,8 @@ Validation, test and predict answer the plain prompts, read the model's confiden
 predict, write the results, all through :class:`caopd_pl.evaluation.Evaluator` (built from the module's student,
 task verifier, shared engine, ``readout`` and ``eval_*`` settings); the hooks here log the calibration metrics of
 :mod:`caopd_pl.metrics` for each readout (``test/ece`` for the primary readout, ``test/<readout>/ece`` for all).
+``test`` of a checkpoint then answers the same prompts with the run's starting weights, which ``fit`` kept beside
+the checkpoints (:mod:`caopd_pl.start_weights`), and compares the two as ``fit`` does (``model.test_start``).
 With several ranks (DDP, FSDP2) every rank answers every prompt: the CLI turns the distributed sampler off (each rank
 samples its own training prompts), and FSDP's forwards all-gather, so ranks must run the same ones. Rank 0's records
 are therefore the whole split and it alone writes them.
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -42,7 +45,7 @@ import torch.distributed as dist
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 
-from caopd_pl import comparison
+from caopd_pl import comparison, start_weights
 from caopd_pl.callbacks import warm_start_logger
 from caopd_pl.data import PromptBatch, skip_first
 from caopd_pl.ema import ema_update, make_teacher, reset_teacher
@@ -96,6 +99,10 @@ class CaOPDModule(L.LightningModule):
             ``data.shared_engine``); the student and tokenizer are bound to it here. None where nothing decodes.
         validate_start: evaluate the starting model (after the warm start) on the validation prompts before the first
             epoch; ``fit`` ends by comparing it with the last validation (:mod:`caopd_pl.comparison`).
+        test_start: ``fit`` keeps the starting model's trainable weights in ``start.safetensors`` beside the
+            checkpoints (:mod:`caopd_pl.start_weights`; not under FSDP2 sharding), and ``test`` evaluates them too
+            on the test prompts and compares them with the checkpoint (``before_after.*`` beside the test's
+            results). false: neither. Read from the command, never from a checkpoint (not saved in its settings).
     """
 
     def __init__(
@@ -115,12 +122,14 @@ class CaOPDModule(L.LightningModule):
         task: Task | None = None,
         shared_engine: SharedEngine | None = None,
         validate_start: bool = True,
+        test_start: bool = True,
     ) -> None:
         super().__init__()
         if not 0.0 <= ema_rate <= 1.0:
             raise ValueError(f"model.ema_rate must be in [0, 1], got {ema_rate}")
-        # The task and the engine are the run's objects, not settings: a checkpoint loads without them.
-        self.save_hyperparameters(ignore=["optimizer", "scheduler", "task", "shared_engine"])
+        # The task and the engine are the run's objects, not settings: a checkpoint loads without them. test_start is
+        # left out so that a test's own value is used: evaluation takes a checkpoint's saved settings over the command.
+        self.save_hyperparameters(ignore=["optimizer", "scheduler", "task", "shared_engine", "test_start"])
         self.loss_config, self.ema_rate, self.warm_start = loss, ema_rate, warm_start
         self.policy_loss_config = policy_loss
         self.trains_policy = False  # set by an RL batch: the teacher is then GRPO's fixed reference, never EMA-updated
@@ -146,6 +155,8 @@ class CaOPDModule(L.LightningModule):
         self.warm_started = warm_start is None
         self.validate_start = validate_start
         self.start_evaluation: dict[str, Any] | None = None  # comparison.snapshot of the starting model
+        self.test_start = test_start
+        self.start_file: dict[str, str] | None = None  # start_weights.save's record of the kept starting weights
         self.val_records: list[dict[str, Any]] = []  # the latest validation's answers
         # Every readout's metrics: val/expected/ece, ...; the primary's are logged unsuffixed too (val/ece).
         self.val_readout_metrics = torch.nn.ModuleDict(
@@ -184,6 +195,8 @@ class CaOPDModule(L.LightningModule):
         _ignore_teacher_eval_mode_warning()
         if not self.warm_started:
             self._run_warm_start()
+        if self.test_start:
+            self._keep_start()
         if self.validate_start and self.start_evaluation is None:  # a resumed run kept its own
             self._evaluate_start()
 
@@ -353,19 +366,45 @@ class CaOPDModule(L.LightningModule):
         task = getattr(datamodule, "task", None)
         if task is None or "val" not in task.splits() or not task.split("val") or not self.trainer.limit_val_batches:
             return
+        self.start_evaluation = comparison.snapshot(self._answer_all(datamodule.val_dataloader()), self.readout)
+        self._log_start(self.start_evaluation)
+
+    def _answer_all(self, batches: Iterable[PromptBatch]) -> list[dict[str, Any]]:
+        """The current student's answer records to every batch, in eval mode (the module's mode is restored)."""
         training = self.training
         self.eval()
         try:
             with torch.no_grad():
-                loader, evaluator = datamodule.val_dataloader(), self.evaluator
-                records = [record for index, batch in enumerate(loader) for record in evaluator.answer(batch, index)]
+                evaluator = self.evaluator
+                return [record for index, batch in enumerate(batches) for record in evaluator.answer(batch, index)]
         finally:
             self.train(training)
-        self.start_evaluation = comparison.snapshot(records, self.readout)
-        metrics = self.start_evaluation["metrics"][self.readout.primary]
+
+    def _log_start(self, snapshot: dict[str, Any]) -> None:
+        """The starting model's primary-readout metrics, as ``start/*`` to every logger."""
+        metrics = snapshot["metrics"][self.readout.primary]
         start = {f"start/{k}": v for k, v in metrics.items() if v is not None}
         for logger in self.trainer.loggers:
             logger.log_metrics(start, step=0)
+
+    def _keep_start(self) -> None:
+        """Keep the starting weights in every checkpoint folder (:mod:`caopd_pl.start_weights`), for ``test``.
+
+        A fresh run writes the student's; a resume carries the file of the checkpoint it resumes into folders that
+        lack it, and never writes the student, which holds trained weights by now (a checkpoint from before the file
+        keeps none). Rank 0 alone writes: its checkpoints are the ones saved.
+        """
+        folders = sorted({Path(c.dirpath) for c in self.trainer.checkpoint_callbacks if getattr(c, "dirpath", None)})
+        if not folders or not self.trainer.is_global_zero:
+            return
+        resumed_from = self.trainer.ckpt_path
+        if resumed_from is not None:
+            if self.start_file is not None:
+                start_weights.carry(self.start_file, Path(resumed_from), folders)
+        elif is_sharded(self.student):
+            print("model.test_start: the starting weights are not kept under FSDP2 sharding; test will say so")
+        else:
+            self.start_file = start_weights.save(self.student, folders)
 
     def _task(self) -> Task:
         return _given(self.task, "no task (its warm start needs one): build it with task=data.task")
@@ -389,10 +428,12 @@ class CaOPDModule(L.LightningModule):
 
     def on_test_epoch_start(self) -> None:
         self.test_records: list[dict[str, Any]] = []
+        self.test_batches: list[PromptBatch] = []  # the start answers the very same prompts (model.test_start)
 
     def test_step(self, batch: PromptBatch, batch_idx: int) -> list[dict[str, Any]]:
         records = self.evaluator.answer(batch, batch_idx)
         self.test_records += records
+        self.test_batches.append(batch)
         self._update("test", records)
         return records  # callbacks see them as ``outputs`` of on_test_batch_end
 
@@ -401,6 +442,24 @@ class CaOPDModule(L.LightningModule):
         out = self._output_dir()  # on every rank: trainer.log_dir is a collective (a broadcast) under DDP
         if self.trainer.is_global_zero:  # rank 0's records are the whole split (module docstring)
             write_test_results(self.test_records, self.readout, out)
+        if self.test_start and self.trainer.ckpt_path:  # without a checkpoint the module tested is its own start
+            self._compare_with_start(Path(self.trainer.ckpt_path), out)
+
+    def _compare_with_start(self, checkpoint: Path, out: Path) -> None:
+        """The checkpoint's starting weights on the same test prompts: ``start/*`` logged, the before/after table
+        printed and written into ``out`` (:mod:`caopd_pl.comparison`); one line instead where there is no start."""
+        weights, why = start_weights.load(checkpoint, self.start_file, self.student)
+        if weights is None:
+            if self.trainer.is_global_zero:
+                print(why)
+            return
+        end = comparison.snapshot(self.test_records, self.readout)
+        with start_weights.swapped_in(self.student, weights):
+            start = comparison.snapshot(self._answer_all(self.test_batches), self.readout)
+        self._log_start(start)
+        if self.trainer.is_global_zero:
+            written = comparison.write(start, end, out)
+            print(comparison.table(start, end, "test") + f"\n  wrote {', '.join(written)} to {out}")
 
     def on_predict_epoch_start(self) -> None:
         self.predict_records: list[dict[str, Any]] = []
@@ -436,7 +495,11 @@ class CaOPDModule(L.LightningModule):
     # ---- checkpoints ---------------------------------------------------------------------------------------------
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["caopd"] = {"warm_started": self.warm_started, "start_evaluation": self.start_evaluation}
+        checkpoint["caopd"] = {
+            "warm_started": self.warm_started,
+            "start_evaluation": self.start_evaluation,
+            "start_file": self.start_file,
+        }
         if self.ema_generator is not None:
             checkpoint["caopd"]["ema_generator"] = self.ema_generator.get_state()
 
@@ -444,6 +507,7 @@ class CaOPDModule(L.LightningModule):
         state = checkpoint.get("caopd", {})
         self.warm_started = state.get("warm_started", True)
         self.start_evaluation = state.get("start_evaluation")
+        self.start_file = state.get("start_file")
         self._ema_generator_state, self.ema_generator = state.get("ema_generator"), None
 
 

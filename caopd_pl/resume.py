@@ -70,6 +70,7 @@ RESUME_MAY_CHANGE = (
     "model.eval_max_new_tokens",
     "model.eval_temperature",
     "model.readout",
+    "model.test_start",
     "data.eval_batch_size",
     "data.max_eval_prompts",
     "data.test_split",

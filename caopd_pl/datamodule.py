@@ -422,8 +422,10 @@ def check_tensor_parallel(rollout: RolloutConfig, world_size: int) -> None:
 
 
 def check_completion_cap(tokenizer, max_new_tokens: int) -> None:
-    """Refuse a completion length with no room for an answer beside the confidence line and EOS: every revised target
-    would be that line alone (the revision keeps it whatever the cap), with no answer in it.
+    """Refuse a completion length too short to hold the confidence line and EOS: every revised target would be that
+    line alone (the revision keeps it whatever the cap), longer than the cap and with no answer in it. A cap of
+    exactly the line's length is accepted (tests use it to keep completions short), though it leaves no room for an
+    answer either.
 
     Raises:
         UsageError: naming ``data.rollout.max_new_tokens``, the shortest length that fits, and the fix.
@@ -431,10 +433,10 @@ def check_completion_cap(tokenizer, max_new_tokens: int) -> None:
     if tokenizer is None:  # no student bound: nothing revises
         return
     needed = len(revised_completion_ids(tokenizer, "", 1.0))  # "\nConfidence: 1.00" + EOS, the shortest target
-    if max_new_tokens <= needed:
+    if max_new_tokens < needed:
         raise UsageError(
-            f"data.rollout.max_new_tokens={max_new_tokens} leaves no room beside the confidence line the revision "
-            f"writes ({needed} tokens with EOS, before any answer); give more than {needed}"
+            f"data.rollout.max_new_tokens={max_new_tokens} is shorter than the confidence line the revision writes "
+            f"({needed} tokens with EOS, before any answer); give at least {needed}, more for an answer"
         )
 
 

@@ -162,8 +162,8 @@ ROWS = {
     "completion_cap": (
         [*FIT, "--data.rollout.max_new_tokens", "5"],
         None,
-        "caopd_pl fit: error: data.rollout.max_new_tokens=5 leaves no room beside the confidence line the revision "
-        "writes (8 tokens with EOS, before any answer); give more than 8",
+        "caopd_pl fit: error: data.rollout.max_new_tokens=5 is shorter than the confidence line the revision writes "
+        "(8 tokens with EOS, before any answer); give at least 8, more for an answer",
     ),
     "tensor_parallel": (
         [*FIT, "--data.rollout.engine", "vllm", "--data.rollout.tensor_parallel_size", "2"],

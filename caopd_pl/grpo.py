@@ -200,8 +200,12 @@ def collate_policy(examples: Sequence[PolicyExample], pad_id: int, temperature: 
 
     Returns:
         ``student_ids``/``student_attention`` (B, T) long, ``student_mask`` (B, T) bool (positions predicting a
-        completion token), ``old_logprobs`` (B, T) float32 (at the masked positions, 0 elsewhere), ``advantages``
-        (B,) float32 and ``temperature`` () float32, the one the old log-probabilities were computed at.
+        completion token), and, as float32 bit patterns in int32 tensors (read them with :func:`batch_floats`):
+        ``old_logprobs`` (B, T) (at the masked positions, 0 elsewhere), ``advantages`` (B,) and ``temperature`` (),
+        the one the old log-probabilities were computed at. Lightning's ``bf16-true``/``16-true`` precision casts
+        every floating tensor of a batch to half precision before the step (``convert_input``); integers pass
+        unchanged. Cast, the old log-probabilities would lose up to 2^-9 of their value (0.06 at -20) and the
+        temperature 0.7 would become 0.6992: the first step's ratios would not be 1.
 
     Raises:
         ValueError: an example has no old log-probabilities (score them first: :func:`score_old_logprobs`).
@@ -213,8 +217,20 @@ def collate_policy(examples: Sequence[PolicyExample], pad_id: int, temperature: 
             raise ValueError("a policy example without the old log-probability of each token: score_old_logprobs first")
         old[row, mask[row]] = torch.tensor(example.old_logprobs, dtype=torch.float32)
     advantages = torch.tensor([e.advantage for e in examples], dtype=torch.float32)  # (B,)
-    batch = {"student_ids": ids, "student_attention": attention, "student_mask": mask, "old_logprobs": old}
-    return batch | {"advantages": advantages, "temperature": torch.tensor(temperature, dtype=torch.float32)}
+    floats = {
+        "old_logprobs": old,
+        "advantages": advantages,
+        "temperature": torch.tensor(temperature, dtype=torch.float32),
+    }
+    batch = {"student_ids": ids, "student_attention": attention, "student_mask": mask}
+    return batch | {key: value.to(torch.float32).view(torch.int32) for key, value in floats.items()}
+
+
+def batch_floats(batch: dict[str, torch.Tensor], key: str) -> torch.Tensor:
+    """The float field ``key`` of a policy batch: float32 from :func:`collate_policy`'s bit patterns; a floating
+    tensor (a batch written by hand) as it is."""
+    value = batch[key]
+    return value.view(torch.float32) if value.dtype == torch.int32 else value
 
 
 def is_policy_batch(batch: dict[str, torch.Tensor]) -> bool:
@@ -402,7 +418,7 @@ def grpo_loss(
     Args:
         hidden: (B, T, H) the student's final hidden states of ``batch["student_ids"]``.
         weight: (V, H) the student's output embedding.
-        batch: the policy batch.
+        batch: the policy batch (:func:`collate_policy`; its float fields are read with :func:`batch_floats`).
         config: the objective's settings.
         reference_hidden: (B, T, H) the start model's hidden states of the same ids; needed when ``kl_coef`` > 0.
         reference_weight: (V, H) the start model's output embedding; the same.
@@ -411,12 +427,12 @@ def grpo_loss(
         (loss, stats): a float32 scalar (float64 for float64 inputs) and the detached ``clip_fraction``, ``kl``
         (with a penalty) and ``tokens`` (the number of completion tokens).
     """
-    mask, temperature = batch["student_mask"], float(batch["temperature"])
+    mask, temperature = batch["student_mask"], float(batch_floats(batch, "temperature"))
     lengths = mask.sum(-1)  # (B,)
     targets = batch["student_ids"].roll(-1, dims=1)[mask]  # (N,)
     rows = hidden[mask]  # (N, H)
     logprobs = token_logprobs(rows, weight, targets, temperature, config.chunk_size)  # (N,)
-    advantages = batch["advantages"].repeat_interleave(lengths).to(logprobs.dtype)  # (N,)
+    advantages = batch_floats(batch, "advantages").repeat_interleave(lengths).to(logprobs.dtype)  # (N,)
     weights = token_weights(mask, config.average, logprobs.dtype)  # (N,)
     penalised = config.kl_coef > 0
     if penalised and (reference_hidden is None or reference_weight is None):
@@ -426,7 +442,8 @@ def grpo_loss(
     if penalised and config.kl == "k3":
         with torch.no_grad():
             reference = token_logprobs(reference_rows, reference_weight, targets, temperature, config.chunk_size)
-    loss, stats = clipped_objective(logprobs, batch["old_logprobs"][mask], advantages, weights, config, reference)
+    old_logprobs = batch_floats(batch, "old_logprobs")[mask]  # (N,)
+    loss, stats = clipped_objective(logprobs, old_logprobs, advantages, weights, config, reference)
     if penalised and config.kl == "exact":
         kl = chunked_divergence(
             rows,

@@ -152,6 +152,7 @@ class CaOPDModule(L.LightningModule):
             shared_engine.bind(self.student, self.tokenizer)
         self.ema_generator: torch.Generator | None = None  # stochastic rounding of a low-precision teacher
         self._ema_generator_state: torch.Tensor | None = None  # from a checkpoint, applied once the device is known
+        self._checkpoint_adapters: dict[str, torch.Tensor] | None = None  # a resumed LoRA run's, for the optimizer
         self.warm_started = warm_start is None
         self.validate_start = validate_start
         self.start_evaluation: dict[str, Any] | None = None  # comparison.snapshot of the starting model
@@ -311,7 +312,8 @@ class CaOPDModule(L.LightningModule):
 
     def configure_optimizers(self):
         if self.lora is not None:  # after Lightning's precision cast, before the optimizer sees the adapters
-            keep_adapters_float32(self.student)
+            keep_adapters_float32(self.student, self._checkpoint_adapters)
+            self._checkpoint_adapters = None
         # Only what trains: with LoRA the frozen base would otherwise sit in the optimizer's parameter groups.
         optimizer = self.optimizer_factory([p for p in self.student.parameters() if p.requires_grad])
         if self.scheduler_factory is None:
@@ -509,6 +511,11 @@ class CaOPDModule(L.LightningModule):
         self.start_evaluation = state.get("start_evaluation")
         self.start_file = state.get("start_file")
         self._ema_generator_state, self.ema_generator = state.get("ema_generator"), None
+        if self.lora is not None:  # restored before a bf16-true cast rounds them: configure_optimizers restores them
+            prefix, weights = "student.", checkpoint["state_dict"].items()
+            self._checkpoint_adapters = {
+                k.removeprefix(prefix): v for k, v in weights if k.startswith(prefix) and "lora_" in k
+            }
 
 
 def _given(value: _T | None, missing: str) -> _T:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import operator
 import os
+import re
 import subprocess
 import sys
 import time
@@ -14,6 +16,21 @@ from pathlib import Path
 import torch
 import yaml
 from lightning.pytorch import Callback
+from torch.distributed.tensor import DTensor
+
+from caopd_pl.grpo import (
+    PolicyExample,
+    PolicyLossConfig,
+    RLConfig,
+    batch_floats,
+    collate_policy,
+    completion_logprobs,
+    policy_examples,
+    score_old_logprobs,
+)
+from caopd_pl.rewards import make_reward
+from caopd_pl.rollout.base import Rollout, RolloutEngine
+from caopd_pl.sharding import is_sharded, run_as_forward
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_MODEL = {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "num_kv_heads": 1, "intermediate_size": 64}
@@ -73,6 +90,130 @@ def distill_batch(
     batch = dict(student_ids=student_ids, student_attention=torch.ones_like(student_ids), student_mask=student_mask)
     batch |= dict(teacher_ids=teacher_ids, teacher_attention=torch.ones_like(teacher_ids), teacher_mask=teacher_mask)
     return batch
+
+
+# ---- GRPO (the RL baselines) ---------------------------------------------------------------------------------------
+
+POLICY_SETTINGS = {
+    "rlvr": ("rlvr", PolicyLossConfig(chunk_size=3)),  # no KL penalty: the start model is never run
+    "rlcr_k3": ("rlcr", PolicyLossConfig(kl_coef=0.5, chunk_size=3)),
+    "rlcr_exact_token": ("rlcr", PolicyLossConfig(kl="exact", kl_coef=0.5, average="token", chunk_size=3)),
+}
+"""(reward, objective) of each GRPO setting the sharded and LoRA steps are checked in: both rewards, both KL
+estimators and none, both averages."""
+POLICY_TEXTS = ("Answer: 15\nConfidence: 0.90", "Answer: 7\nConfidence: 0.2")
+"""The two completions every prompt of :func:`rl_examples` gets (of different lengths, with stated confidences)."""
+POLICY_VERDICTS = ((True, False), (False, True), (False, False), (True, True))
+"""Whether each completion is right, per prompt (cycled): under ``rlvr`` the last two groups are flat, under
+``rlcr`` the stated confidences still tell them apart."""
+TEMPERATURE = 0.7
+
+
+def rl_examples(tokenizer, reward: str, prompts: int = 4) -> list[PolicyExample]:
+    """GRPO's examples of ``prompts`` seeded prompts x 2 completions, rewarded by ``reward`` and normalised within
+    each group as an RL epoch does (not yet scored). Every two consecutive prompts hold as many completion tokens."""
+    generator = torch.Generator().manual_seed(2)
+    eos = [tokenizer.eos_token_id]
+    group = [Rollout(tokenizer(t, add_special_tokens=False)["input_ids"] + eos, t, True) for t in POLICY_TEXTS]
+    student_prompts = [
+        torch.randint(3, len(tokenizer), (3 + i % 3,), generator=generator).tolist() for i in range(prompts)
+    ]
+    verdicts = [POLICY_VERDICTS[i % len(POLICY_VERDICTS)] for i in range(prompts)]
+    return policy_examples(student_prompts, [group] * prompts, verdicts, make_reward(reward), RLConfig(reward=reward))
+
+
+def grpo_steps(module, examples: list[PolicyExample], steps: int = 2) -> list[dict[str, float]]:
+    """Score ``examples`` with the student (the old policy, as an RL epoch does), then ``steps`` optimizer steps of
+    GRPO's loss on them with the module's optimizer; no EMA, as the module runs RL batches. Each step's loss and
+    statistics."""
+    pad = module.tokenizer.pad_token_id
+    score_old_logprobs(module.student, examples, pad, TEMPERATURE, batch_size=2)
+    batch = collate_policy(examples, pad, TEMPERATURE)
+    optimizer = module.configure_optimizers()
+    module.train()
+    logs = []
+    for _ in range(steps):
+        loss, stats = module.policy_loss(batch)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        logs.append({"loss": loss.item()} | {key: value.item() for key, value in stats.items()})
+    return logs
+
+
+SCRIPTED_ENGINE = "helpers.ScriptedEngine"
+
+
+class ScriptedEngine(RolloutEngine):
+    """Answers each arithmetic prompt (``What is 37+48?``) without the model: sample k is right for even k and off by
+    one for odd k, stating confidence 0.9 - 0.3 k. Every group then has a reward signal under ``rlvr`` and ``rlcr``
+    from the first epoch, with no warm start (``data.rollout.engine: helpers.ScriptedEngine``)."""
+
+    def generate_chunk(self, prompts, sampling, seed):
+        return [
+            [self._rollout(self._answer(prompt) + k % 2, 0.9 - 0.3 * k) for k in range(sampling.num_samples)]
+            for prompt in prompts
+        ]
+
+    def _answer(self, prompt: list[int]) -> int:
+        a, op, b = re.findall(r"What is (\d+)([+*-])(\d+)\?", self.tokenizer.decode(prompt))[-1]
+        return {"+": operator.add, "-": operator.sub, "*": operator.mul}[op](int(a), int(b))
+
+    def _rollout(self, answer: int, confidence: float) -> Rollout:
+        text = f"Answer: {answer}\nConfidence: {confidence:.2f}"
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"] + [self.tokenizer.eos_token_id]
+        return Rollout(ids, text, True)
+
+
+POLICY_PROBE = "helpers.PolicyProbe"
+
+
+class PolicyProbe(Callback):
+    """GRPO's invariants inside a run, as JSONL rows of this rank (``log``): at each epoch's first batch, the largest
+    |log ratio| of its tokens (fresh rollouts: 0, every ratio 1) and whether the start model, the KL reference, is
+    held sharded; at the end, the reference's tensors that moved since training started (none may)."""
+
+    def __init__(self, log: str) -> None:
+        self.rows = Path(log)
+
+    def on_train_start(self, trainer, module) -> None:
+        self.start = _reference_tensors(module)
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx: int) -> None:
+        if batch_idx:
+            return
+        student, mask = module.student, batch["student_mask"]
+        temperature = float(batch_floats(batch, "temperature"))
+        inputs = (student, batch["student_ids"], batch["student_attention"], mask, temperature)
+        training = student.training
+        student.eval()  # as score_old_logprobs
+        with torch.no_grad(), trainer.precision_plugin.train_step_context():
+            new = run_as_forward(student, completion_logprobs, *inputs)  # (N,)
+        student.train(training)
+        error = (new - batch_floats(batch, "old_logprobs")[mask]).abs().max().item()
+        sharded = is_sharded(module.teacher) and all(isinstance(p, DTensor) for p in module.teacher.parameters())
+        self._write(trainer, epoch=trainer.current_epoch, log_ratio=error, reference_sharded=sharded)
+
+    def on_train_end(self, trainer, module) -> None:
+        moved = [name for name, value in _reference_tensors(module).items() if not torch.equal(value, self.start[name])]
+        self._write(trainer, reference_moved=moved)
+
+    def _write(self, trainer, **row) -> None:
+        with self.rows.open("a") as handle:
+            handle.write(json.dumps({"rank": trainer.global_rank} | row) + "\n")
+
+
+def _reference_tensors(module) -> dict[str, torch.Tensor]:
+    """This rank's copy of the start model's tensors: the full-copy teacher's (its shards), or the teacher adapter."""
+    if hasattr(module.teacher, "ema_pairs"):
+        named = module.student.named_parameters()
+        return {name: p.detach().clone() for name, p in named if ".teacher." in name}
+    local = {name: t.to_local() if isinstance(t, DTensor) else t for name, t in module.teacher.state_dict().items()}
+    return {name: tensor.detach().clone() for name, tensor in local.items()}
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 PROBE = "helpers.Probe"

@@ -2,11 +2,15 @@
 
 One FSDP optimizer step (chunked loss, AdamW, EMA on the shards) must give the loss, student and teacher a
 single-process step gives on the same batch; and a 2-process ``fit`` through the CLI, SIGKILLed after an epoch and
-resumed with ``--ckpt_path last``, must end where an uninterrupted run ends.
+resumed with ``--ckpt_path last``, must end where an uninterrupted run ends. GRPO (the RL baselines) likewise: two
+steps on each rank's share of the rollouts give the single-process steps, the start model (the KL reference) held
+sharded and fixed, and a 2-process bf16-true ``fit`` trains on policy against it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
 import signal
@@ -20,7 +24,24 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import yaml
-from helpers import REPO, assert_resumed_like, distill_batch, fit, resume_config, wait_for
+from helpers import (
+    POLICY_PROBE,
+    POLICY_SETTINGS,
+    REPO,
+    SCRIPTED_ENGINE,
+    assert_resumed_like,
+    distill_batch,
+    fit,
+    grpo_steps,
+    metrics_rows,
+    read_jsonl,
+    resume_config,
+    rl_examples,
+    wait_for,
+)
+from test_precision import local_model_config
+from torch.distributed.tensor import DTensor
+from transformers import AutoModelForCausalLM
 
 from caopd_pl.ema import ema_update
 from caopd_pl.losses import LossConfig
@@ -50,12 +71,12 @@ PRECISIONS = {
 """(student dtype, teacher dtype) of each precision the sharded step is checked in; None keeps float32."""
 
 
-def qwen3_module(tie: bool, precision: str = "fp32") -> CaOPDModule:
+def qwen3_module(tie: bool, precision: str = "fp32", **options) -> CaOPDModule:
     """A tiny Qwen3 student (3 layers; tied or untied output embedding) and its teacher, no dropout, in the dtypes of
-    ``precision`` (:data:`PRECISIONS`)."""
+    ``precision`` (:data:`PRECISIONS`); ``options``: more of the module's arguments."""
     shape = {"hidden_size": 32, "num_layers": 3, "num_heads": 2, "num_kv_heads": 1, "intermediate_size": 64}
     spec = TinyModelConfig(architecture="qwen3", tie_word_embeddings=tie, **shape)
-    module = CaOPDModule(ModelConfig(tiny=spec), LossConfig(chunk_size=3), ema_rate=0.25)
+    module = CaOPDModule(ModelConfig(tiny=spec), LossConfig(chunk_size=3), ema_rate=0.25, **options)
     student_dtype, teacher_dtype = PRECISIONS[precision]
     if student_dtype is not None:
         module.student.to(dtype=student_dtype)
@@ -95,8 +116,7 @@ def full_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 def sharded_step(rank: int, port: int, out: str, precision: str = "fp32") -> None:
     """Rank ``rank`` of 2: shard both models, step on its half of the batch, save the gathered weights (rank 0)."""
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
-    try:
+    with gloo_group(rank, WORLD, port):
         mesh = dist.device_mesh.init_device_mesh("cpu", (WORLD,))
         results = {}
         for tie in (False, True):
@@ -114,8 +134,6 @@ def sharded_step(rank: int, port: int, out: str, precision: str = "fp32") -> Non
             results[tie]["rollouts_match"] = sharded_rollouts_match(module, student, rank)
         if rank == 0:
             torch.save(results, out)
-    finally:
-        dist.destroy_process_group()
 
 
 def sharded_rollouts_match(module: CaOPDModule, weights: dict[str, torch.Tensor], rank: int) -> bool:
@@ -137,10 +155,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@contextlib.contextmanager
+def gloo_group(rank: int, world: int, port: int | None = None):
+    """The default process group of ``world`` CPU processes (gloo) on a local port, destroyed on exit."""
+    port = free_port() if port is None else port
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
 def test_sharded_on_one_process_the_loss_and_lm_head_gradient_are_the_unsharded_ones():
     """The fast lane's check of the sharded path: FSDP2 over a 1-process gloo group (no other rank to wait for)."""
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
-    try:
+    with gloo_group(0, 1):
         plain, sharded = qwen3_module(tie=False), qwen3_module(tie=False)
         mesh = dist.device_mesh.init_device_mesh("cpu", (1,))
         shard_model(sharded.student, mesh)
@@ -154,16 +182,13 @@ def test_sharded_on_one_process_the_loss_and_lm_head_gradient_are_the_unsharded_
         assert type(head).__name__ == "DTensor" and type(head.grad).__name__ == "DTensor"  # resharded after backward
         torch.testing.assert_close(loss, expected, atol=1e-6, rtol=0)
         torch.testing.assert_close(head.grad.full_tensor(), plain.student.lm_head.weight.grad, atol=1e-6, rtol=0)
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.mark.parametrize("precision", ["bf16_teacher", "bf16_true"])
 def test_sharded_on_one_process_a_low_precision_step_is_the_unsharded_one(precision):
     """The EMA's stochastic rounding of a bf16 teacher on DTensor shards (it crashed: a plain noise tensor added to a
     shard), at the paper configs' bf16-true and with a bf16 teacher beside an fp32 student."""
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
-    try:
+    with gloo_group(0, 1):
         torch.manual_seed(0)
         plain = qwen3_module(tie=False, precision=precision)
         torch.manual_seed(0)
@@ -181,8 +206,6 @@ def test_sharded_on_one_process_a_low_precision_step_is_the_unsharded_one(precis
         for name, tensor in full_weights(plain.teacher).items():
             assert teacher[name].dtype == torch.bfloat16
             torch.testing.assert_close(teacher[name], tensor, atol=0, rtol=0, msg=name)
-    finally:
-        dist.destroy_process_group()
 
 
 def assert_step_close(got: torch.Tensor, expected: torch.Tensor, precision: str, msg: str) -> None:
@@ -223,6 +246,135 @@ def test_one_fsdp_step_matches_a_single_process_step(tmp_path, precision):
         # The step moved every weight the loss reaches, lm_head (the chunked loss's direct read) included.
         head = "lm_head.weight"
         assert not torch.allclose(expected["student"][head], before[head])
+
+
+# ---- GRPO (the RL baselines): the sharded student's steps, the start model as the KL reference ----------------------
+
+
+POLICY_LR = 1.0
+"""policy_run's learning rate, of plain SGD: its step is the gradient, so a gradient of the wrong scale (summed over
+ranks instead of averaged) would show, where AdamW's normalised first step hides it; large enough that the second
+step's ratios leave the clip range in every setting."""
+
+
+def policy_run(setting: str, precision: str, rank: int = 0, world: int = 1) -> dict:
+    """Two GRPO steps (:func:`helpers.grpo_steps`) of ``setting`` (:data:`helpers.POLICY_SETTINGS`) on this rank's
+    share of the examples; both models sharded over the ``world`` ranks when a process group is initialised.
+
+    Returns (the same on every rank): each step's loss and statistics (averaged over ranks, tokens summed), the old
+    log-probabilities of every example, the gathered student and teacher, the teacher before the steps, and whether
+    the teacher (the KL reference) was held as shards over the ranks with no gradient.
+    """
+    reward, objective = POLICY_SETTINGS[setting]
+    torch.manual_seed(0)
+    optimizer = functools.partial(torch.optim.SGD, lr=POLICY_LR)
+    module = qwen3_module(False, precision, policy_loss=objective, optimizer=optimizer)
+    start = full_weights(module.teacher)
+    if dist.is_initialized():
+        mesh = dist.device_mesh.init_device_mesh("cpu", (world,))
+        shard_model(module.student, mesh)
+        shard_model(module.teacher, mesh)
+    examples = rl_examples(module.tokenizer, reward)
+    share = len(examples) // world  # whole groups of equal token counts: each rank's mean is its share of the mean
+    local = examples[rank * share : (rank + 1) * share]
+    steps = grpo_steps(module, local)
+    teacher = list(module.teacher.parameters())
+    held = all(isinstance(p, DTensor) and p.device_mesh.size() == world and p.grad is None for p in teacher)
+    old = [example.old_logprobs for example in local]
+    if world > 1:
+        for step in steps:
+            values = torch.tensor([step[key] for key in sorted(step)], dtype=torch.float64)
+            dist.all_reduce(values)
+            step |= {
+                key: value / (1 if key == "tokens" else world) for key, value in zip(sorted(step), values.tolist())
+            }
+        gathered = [None] * world
+        dist.all_gather_object(gathered, old)
+        old = [row for part in gathered for row in part]
+    student, teacher = full_weights(module.student), full_weights(module.teacher)  # collectives: every rank
+    return {"steps": steps, "old": old, "student": student, "teacher": teacher, "start": start, "held": held}
+
+
+def assert_policy_run_like(got: dict, expected: dict, precision: str, setting: str) -> None:
+    """The sharded run's steps are the single-process run's (fp32 to 1e-5, bf16 within its rounding), and its
+    reference, held sharded, is the start model bit for bit."""
+    assert got["held"], f"{setting}: the reference is not held as shards without gradients"
+    tolerance = 1e-5 if precision == "fp32" else 2e-2
+    old, want = torch.tensor(sum(got["old"], [])), torch.tensor(sum(expected["old"], []))
+    torch.testing.assert_close(old, want, atol=tolerance, rtol=0, msg=f"{setting}: old log-probabilities")
+    assert len(got["steps"]) == len(expected["steps"]) == 2
+    for index, (step, want) in enumerate(zip(got["steps"], expected["steps"])):
+        assert step.keys() == want.keys() and ("kl" in want) == (POLICY_SETTINGS[setting][1].kl_coef > 0)
+        for key, value in want.items():
+            assert step[key] == pytest.approx(value, abs=tolerance), f"{setting}: step {index} {key}"
+    for name, tensor in expected["student"].items():  # (SGD steps: AdamW's bf16 bound is a loose one for them)
+        assert_step_close(got["student"][name], tensor, precision, f"{precision} {setting}: student {name}")
+    for name, tensor in expected["start"].items():  # the start model, never updated: the KL reference
+        assert torch.equal(got["teacher"][name], tensor) and torch.equal(got["start"][name], tensor), name
+    # Something to match: the student moved, the second step's ratios left the clip range, a penalty is nonzero.
+    head = "lm_head.weight"
+    assert not torch.allclose(expected["student"][head], expected["start"][head])
+    assert expected["steps"][1]["clip_fraction"] > 0
+    assert all(step.get("kl", 1.0) > 0 for step in expected["steps"])
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16_true"])
+def test_sharded_on_one_process_grpo_steps_are_the_unsharded_ones(precision):
+    """GRPO's fast-lane check of the sharded path (1-process gloo group): rlvr and rlcr, without a KL penalty and
+    with either estimator, both averages."""
+    for setting in POLICY_SETTINGS:
+        expected = policy_run(setting, precision)
+        with gloo_group(0, 1):
+            got = policy_run(setting, precision)
+        assert_policy_run_like(got, expected, precision, setting)
+
+
+def sharded_policy_runs(rank: int, port: int, out: str, precision: str) -> None:
+    """Rank ``rank`` of 2: every GRPO setting's :func:`policy_run` on its half of the examples; rank 0 saves them."""
+    torch.set_num_threads(1)
+    with gloo_group(rank, WORLD, port):
+        results = {setting: policy_run(setting, precision, rank, WORLD) for setting in POLICY_SETTINGS}
+    if rank == 0:
+        torch.save(results, out)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["fp32", "bf16_true"])
+def test_two_grpo_steps_on_two_ranks_match_a_single_process(tmp_path, precision):
+    out = tmp_path / "sharded.pt"
+    mp.spawn(sharded_policy_runs, args=(free_port(), str(out), precision), nprocs=WORLD, join=True)
+    sharded = torch.load(out, weights_only=False)
+    for setting in POLICY_SETTINGS:
+        assert_policy_run_like(sharded[setting], policy_run(setting, precision), precision, setting)
+
+
+@pytest.mark.slow
+def test_a_two_process_fsdp_grpo_fit_in_bf16_true_trains_on_policy_against_its_start_model(tmp_path):
+    """The RL baselines as a researcher runs them at scale: FSDP2 over 2 processes, bf16-true, rlcr with a KL penalty.
+
+    Issue 27: the old log-probabilities and the temperature reached the step rounded to bf16, so the first step on
+    fresh rollouts was not on-policy (|log ratio| up to 0.01 on this tiny model).
+    """
+    config, base = local_model_config(tmp_path, max_epochs=2, policy_loss={"kl_coef": 0.1}, validate_start=False)
+    values = yaml.safe_load(config.read_text())
+    values["trainer"] |= {"devices": WORLD, "accelerator": "cpu", "precision": "bf16-true", "limit_val_batches": 0}
+    values["trainer"]["callbacks"].append({"class_path": POLICY_PROBE, "init_args": {"log": str(tmp_path / "probe")}})
+    values["data"] |= {"rl": {"reward": "rlcr"}}
+    values["data"]["rollout"]["engine"] = SCRIPTED_ENGINE
+    config.write_text(yaml.safe_dump(values))
+    fit(config, *FSDP_OPTIONS)
+
+    rows = read_jsonl(tmp_path / "probe")
+    epochs = sorted((row["rank"], row["epoch"]) for row in rows if "epoch" in row)
+    assert epochs == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert all(row["log_ratio"] <= 1e-4 and row["reference_sharded"] for row in rows if "epoch" in row), rows
+    assert [row["reference_moved"] for row in rows if "reference_moved" in row] == [[], []]  # each rank's shards
+    saved = torch.load(tmp_path / "checkpoints/last.ckpt", weights_only=False)["state_dict"]
+    start = AutoModelForCausalLM.from_pretrained(base).to(torch.bfloat16).state_dict()
+    assert all(torch.equal(saved[f"teacher.{name}"], value) for name, value in start.items())  # the start model
+    assert not all(torch.equal(saved[f"student.{name}"], value) for name, value in start.items())
+    logged = [row for row in metrics_rows(tmp_path) if row.get("train/kl")]
+    assert [float(row["rollout/flat_groups"]) for row in logged] == [0.0, 0.0] and float(logged[-1]["train/kl"]) > 0
 
 
 def launch(config: Path) -> subprocess.Popen:

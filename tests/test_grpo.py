@@ -13,6 +13,7 @@ import torch.nn.functional as F
 import yaml
 from helpers import TINY_MODEL, assert_resumed_like, fit, metrics_rows, resume_config, small_config, wait_for
 from lightning.pytorch import Callback
+from lightning.pytorch.plugins.precision import HalfPrecision
 
 from caopd_pl.cli import cli_main
 from caopd_pl.datamodule import EpochPermutation, RolloutDataModule
@@ -20,6 +21,7 @@ from caopd_pl.grpo import (
     PolicyExample,
     PolicyLossConfig,
     RLConfig,
+    batch_floats,
     clipped_objective,
     collate_policy,
     group_advantages,
@@ -277,7 +279,23 @@ def test_the_first_step_on_fresh_rollouts_is_on_policy(tokenizer):
     # The old log-probabilities are the student's own (scored in other batches, in eval mode): every ratio is 1, so
     # nothing is clipped and the loss is -(sum of the token weights times their advantages), the policy gradient's.
     assert stats["clip_fraction"].item() == 0.0
-    assert loss.item() == pytest.approx(-batch["advantages"].mean().item(), abs=1e-5)  # each sequence weighs 1/B
+    advantages = batch_floats(batch, "advantages")
+    assert loss.item() == pytest.approx(-advantages.mean().item(), abs=1e-5)  # each sequence weighs 1/B
+
+
+def test_a_policy_batch_keeps_its_floats_through_the_bf16_true_input_cast(tokenizer):
+    # Issue 27: Lightning's bf16-true casts every floating tensor of a batch to bf16 before the step
+    # (HalfPrecision.convert_input): the old log-probabilities lost up to 2^-9 of their value and the temperature 0.7
+    # became 0.6992, so the first step's ratios were not 1 (measured: 1% off at log-probabilities near -6).
+    module = CaOPDModule(ModelConfig(tiny=TINY))
+    batch = _scored_batch(module, tokenizer, [1.5, -0.5, 0.25])
+    converted = HalfPrecision("bf16-true").convert_input(batch)
+    assert converted["student_ids"].dtype == torch.long  # ids are never cast
+    for key in ("old_logprobs", "advantages", "temperature"):
+        assert torch.equal(batch_floats(converted, key), batch_floats(batch, key)), key
+    loss, stats = module.policy_loss(converted)
+    assert stats["clip_fraction"].item() == 0.0
+    assert loss.item() == pytest.approx(-batch_floats(batch, "advantages").mean().item(), abs=1e-6)
 
 
 def test_zero_advantages_without_a_penalty_leave_the_student_as_it_is(tokenizer):
@@ -306,8 +324,9 @@ def test_collate_puts_each_old_logprob_at_the_position_that_predicts_its_token()
     batch = collate_policy(examples, pad_id=0, temperature=0.7)
     assert batch["student_ids"].tolist() == [[5, 6, 7, 8, 9], [5, 4, 0, 0, 0]]
     assert batch["student_mask"].tolist() == [[False, True, True, True, False], [True, False, False, False, False]]
-    assert batch["old_logprobs"][batch["student_mask"]].tolist() == [-1.0, -2.0, -3.0, -4.0]
-    assert batch["advantages"].tolist() == [0.5, -0.5] and batch["temperature"].item() == pytest.approx(0.7)
+    assert batch_floats(batch, "old_logprobs")[batch["student_mask"]].tolist() == [-1.0, -2.0, -3.0, -4.0]
+    assert batch_floats(batch, "advantages").tolist() == [0.5, -0.5]
+    assert batch_floats(batch, "temperature").item() == pytest.approx(0.7)
     with pytest.raises(ValueError, match="score_old_logprobs first"):
         collate_policy([PolicyExample([5], [4], 0.0, 0.0)], pad_id=0, temperature=1.0)
 

@@ -7,6 +7,8 @@ larger scale so that greedy paths are long and depend on every weight.
 from __future__ import annotations
 
 import copy
+import dataclasses
+import functools
 import json
 import os
 import signal
@@ -14,13 +16,30 @@ import signal
 import pytest
 import torch
 import yaml
-from helpers import distill_batch, fit, redraw, resume_config, small_config, tensors, wait_for
+from helpers import (
+    POLICY_SETTINGS,
+    SCRIPTED_ENGINE,
+    TEMPERATURE,
+    PolicyProbe,
+    distill_batch,
+    fit,
+    grpo_steps,
+    read_jsonl,
+    redraw,
+    resume_config,
+    rl_examples,
+    small_config,
+    tensors,
+    wait_for,
+)
 from lightning.pytorch import Callback
-from test_precision import local_model_config
+from test_precision import AdapterRecorder, local_model_config
 from transformers import AutoModelForCausalLM
 
 from caopd_pl.__main__ import main
-from caopd_pl.ema import ema_update
+from caopd_pl.cli import cli_main
+from caopd_pl.ema import ema_update, reset_teacher
+from caopd_pl.grpo import collate_policy, grpo_loss
 from caopd_pl.models.loading import ModelConfig, final_hidden_states, load_model
 from caopd_pl.models.lora import (
     STUDENT,
@@ -29,6 +48,8 @@ from caopd_pl.models.lora import (
     LoraSettings,
     adapter_pairs,
     add_adapters,
+    keep_adapters_float32,
+    lora_layers,
     merge_adapter,
 )
 from caopd_pl.models.tiny import TinyModelConfig
@@ -236,6 +257,47 @@ def test_engines_get_the_base_names_with_the_student_adapter_merged():
         assert torch.equal(gathered[name], value), name
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16_true"])
+def test_grpo_steps_train_the_student_adapter_against_the_start_model(precision):
+    """GRPO under LoRA (issue 27), in rlvr and rlcr, without and with either KL penalty: the KL reference is the
+    start model, the base with the teacher adapter as training found it (after a warm start: not the bare base); the
+    steps move the student adapter only, in float32, and neither the base nor the teacher adapter."""
+    for setting, (reward, objective) in POLICY_SETTINGS.items():
+        module = lora_module(policy_loss=objective, optimizer=functools.partial(torch.optim.AdamW, lr=1e-2))
+        redraw(module.student, seed=0)  # adapters away from zero, as a warm start leaves them
+        reset_teacher(module.teacher, module.student)  # and the teacher adapter reset to them, as it does
+        if precision == "bf16_true":  # Lightning's cast of the whole module, then configure_optimizers' fp32 adapters
+            module.to(torch.bfloat16)
+            keep_adapters_float32(module.student)
+        start = copy.deepcopy(module.student).eval()  # the start model, computed as the module computes it
+        before = snapshot(module.student)
+        examples = rl_examples(module.tokenizer, reward)
+        steps = grpo_steps(module, examples)
+
+        after = snapshot(module.student)
+        for name, value in after.items():
+            adapter = f".{STUDENT}." in name
+            assert adapter != torch.equal(value, before[name]), f"{setting}: {name}"  # the student adapter alone moved
+            if "lora_" in name:
+                assert value.dtype == torch.float32, name
+        batch = collate_policy(examples, module.tokenizer.pad_token_id, TEMPERATURE)
+        ids, attention = batch["student_ids"], batch["student_attention"]
+        with torch.no_grad():
+            loss, stats = module.policy_loss(batch)
+            hidden = final_hidden_states(module.student, ids, attention)  # (B, T, H)
+            reference = final_hidden_states(start, ids, attention)  # (B, T, H)
+            weight = module.student.get_output_embeddings().weight  # (V, H), never adapted
+            want, want_stats = grpo_loss(hidden, weight, batch, objective, reference, weight)
+            for layer in lora_layers(start):
+                layer.enable_adapters(False)
+            bare = final_hidden_states(start, ids, attention)
+        assert loss.item() == want.item() and stats.get("kl") == want_stats.get("kl"), setting
+        assert not torch.allclose(bare, reference, atol=1e-2)  # the bare base would be another reference
+        assert steps[1]["clip_fraction"] > 0
+        if "kl" in steps[0]:  # the student starts as the reference: KL 0, then the student moves away from it
+            assert steps[0]["kl"] == pytest.approx(0.0, abs=1e-6) and steps[1]["kl"] > 1e-4
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Through the CLI: export, resume
 # ----------------------------------------------------------------------------------------------------------------
@@ -299,6 +361,71 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_lora_run_bit_for
     # The optimizer held the student's adapter only: 2 tensors (A, B) per adapted layer, 7 layers per block.
     (state,) = torch.load(straight / "checkpoints/last.ckpt", weights_only=False)["optimizer_states"]
     assert len(state["state"]) == 2 * 7 * 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("precision", "reward", "kl"), [("bf16-true", "rlcr", "k3"), ("32-true", "rlvr", None)])
+def test_a_lora_grpo_fit_trains_the_float32_student_adapter_on_policy_from_a_fixed_start(
+    tmp_path, precision, reward, kl
+):
+    # Issue 27: under bf16-true the old log-probabilities and the temperature reached the step rounded to bf16, so
+    # the first step on fresh rollouts was not on-policy (|log ratio| up to 0.01 on this tiny model).
+    policy = {} if kl is None else {"kl": kl, "kl_coef": 0.1}
+    config, _ = local_model_config(
+        tmp_path,
+        max_epochs=2,
+        model={"dtype": "bfloat16"},
+        lora=dataclasses.asdict(LORA),
+        policy_loss=policy,
+        validate_start=False,
+    )
+    options = ["--data.rl.reward", reward, "--data.rollout.engine", SCRIPTED_ENGINE, "--trainer.limit_val_batches", "0"]
+    cli = cli_main(["--config", str(config), "--trainer.precision", precision, *options], run=False)
+    recorder, probe = AdapterRecorder(), PolicyProbe(str(tmp_path / "probe.jsonl"))
+    cli.trainer.callbacks += [recorder, probe]
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+
+    assert recorder.dtypes["student"] == recorder.dtypes["teacher"] == recorder.dtypes["state"] == {torch.float32}
+    assert recorder.dtypes["base"] == {torch.bfloat16}
+    # Every group has a reward signal (the scripted rollouts): each step moves the student adapter, lora_B first.
+    assert len(recorder.moved) == 4 and recorder.moved[0]["lora_B"] > 0.9
+    assert all(step["lora_A"] > 0.9 and step["lora_B"] > 0.9 for step in recorder.moved[1:]), recorder.moved
+    *epochs, end = read_jsonl(tmp_path / "probe.jsonl")
+    assert [row["epoch"] for row in epochs] == [0, 1] and all(row["log_ratio"] <= 1e-4 for row in epochs), epochs
+    assert end["reference_moved"] == []  # the teacher adapter: the start model, never EMA-updated
+
+
+class AdaptersAtStart(Callback):
+    """Both adapters' tensors as training starts: after any checkpoint restore and precision cast."""
+
+    def on_train_start(self, trainer, module) -> None:
+        self.adapters = {name: p.detach().clone() for name, p in module.named_parameters() if "lora_" in name}
+
+
+@pytest.mark.slow
+def test_a_bf16_true_lora_grpo_run_resumes_with_the_checkpoints_float32_adapters(tmp_path):
+    # Issue 27: a single-device resume restores the checkpoint before Lightning's bf16-true cast of the module, which
+    # rounded both adapters to bf16 (keep_adapters_float32 then made them float32 again, rounded): the resumed run
+    # moved its KL reference, the teacher adapter the warm start left, and did not continue the run it resumed.
+    path = small_config(tmp_path, max_epochs=1)
+    lora_config(path)
+    rl = ["--data.rl.reward", "rlcr", "--model.policy_loss.kl_coef", "0.1", "--data.rollout.engine", SCRIPTED_ENGINE]
+    options = ["--config", str(path), "--trainer.precision", "bf16-true", "--trainer.limit_val_batches", "0", *rl]
+    cli = cli_main([*options, "--model.validate_start", "false"], run=False)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    saved = torch.load(tmp_path / "checkpoints/last.ckpt", weights_only=False)["state_dict"]
+
+    cli = cli_main([*options, "--trainer.max_epochs", "2"], run=False)
+    probe = AdaptersAtStart()
+    cli.trainer.callbacks.append(probe)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path="last")
+
+    assert probe.adapters.keys() == {name for name in saved if "lora_" in name}
+    for name, value in probe.adapters.items():
+        assert value.dtype == torch.float32 and torch.equal(value, saved[name]), name
+    # The warm start trained the student adapter in float32 and the teacher adapter copied it: values bf16 cannot hold.
+    teachers = [value for name, value in probe.adapters.items() if f".{TEACHER}." in name]
+    assert any(not torch.equal(value, value.bfloat16().float()) for value in teachers)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -132,11 +132,15 @@ def add_adapters(model: torch.nn.Module, settings: LoraSettings) -> torch.nn.Mod
     return model
 
 
-def keep_adapters_float32(model: torch.nn.Module) -> None:
-    """Cast both adapters of ``model`` back to float32, in place (the base keeps its dtype).
+def keep_adapters_float32(model: torch.nn.Module, values: Mapping[str, torch.Tensor] | None = None) -> None:
+    """Cast both adapters of ``model`` back to float32, in place (the base keeps its dtype), and give them ``values``
+    (float32 adapter tensors by ``model``'s parameter names, a checkpoint's) when given.
 
     Lightning's ``bf16-true``/``16-true`` precision casts the whole module after it is built, adapters included; this
     runs after that and before the optimizer is made, so the adapters train, and keep their AdamW state, in float32.
+    A single-device resume restores the checkpoint before that cast, which rounds its adapters to bf16: given the
+    checkpoint's as ``values``, the run continues from them exactly (the teacher adapter, GRPO's KL reference,
+    included).
     """
     with torch.no_grad():
         for layer in lora_layers(model):
@@ -144,6 +148,10 @@ def keep_adapters_float32(model: torch.nn.Module) -> None:
                 for container in (layer.lora_A, layer.lora_B):
                     if name in container:
                         container[name].float()
+        if values:
+            parameters = dict(model.named_parameters())
+            for key, value in values.items():
+                parameters[key].copy_(value)
 
 
 def has_adapters(model: torch.nn.Module) -> bool:

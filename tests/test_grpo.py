@@ -16,7 +16,7 @@ from lightning.pytorch import Callback
 from lightning.pytorch.plugins.precision import HalfPrecision
 
 from caopd_pl.cli import cli_main
-from caopd_pl.datamodule import EpochPermutation, RolloutDataModule
+from caopd_pl.datamodule import RolloutDataModule
 from caopd_pl.grpo import (
     PolicyExample,
     PolicyLossConfig,
@@ -36,6 +36,7 @@ from caopd_pl.models.tiny import TinyModelConfig
 from caopd_pl.module import CaOPDModule
 from caopd_pl.rewards import make_reward
 from caopd_pl.rollout.base import Rollout, RolloutConfig, RolloutEngine
+from caopd_pl.sampling import EpochPermutation
 from caopd_pl.tasks.arithmetic import ArithmeticTask
 
 # ---- advantages ------------------------------------------------------------------------------------------------------

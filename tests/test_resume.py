@@ -17,7 +17,7 @@ from helpers import REPO, assert_resumed_like, fit, resume_config, small_config,
 
 from caopd_pl.__main__ import main
 from caopd_pl.cli import cli_main
-from caopd_pl.datamodule import EpochPermutation, RolloutDataModule
+from caopd_pl.datamodule import RolloutDataModule
 from caopd_pl.errors import DiskFull, UsageError
 from caopd_pl.resume import (
     CONFIG_KEY,
@@ -27,6 +27,7 @@ from caopd_pl.resume import (
     check_same_experiment,
     epoch_seed,
 )
+from caopd_pl.sampling import EpochPermutation
 
 
 def rng_by_batch(path: Path) -> dict[tuple[int, int], str]:

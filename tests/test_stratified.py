@@ -9,8 +9,9 @@ import pytest
 from helpers import small_config
 
 from caopd_pl.__main__ import main
-from caopd_pl.datamodule import RolloutDataModule, stratum_shares
+from caopd_pl.datamodule import RolloutDataModule
 from caopd_pl.errors import UsageError
+from caopd_pl.sampling import stratum_shares
 from caopd_pl.tasks.arithmetic import ArithmeticTask
 from caopd_pl.tasks.checks import check_stratify_key
 from caopd_pl.tasks.jsonl import JsonlTask

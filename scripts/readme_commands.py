@@ -68,6 +68,10 @@ DECLARED = {
         f"{seed} --readout expected --samples 4": _REAL.format("a held-out seed, about an hour (docs/real_model.md)")
         for seed in (1, 2)
     },
+    "OMP_NUM_THREADS=2 .venv/bin/python benchmarks/real_model.py --out runs/real_model --seeds 0 --readout expected "
+    "--samples 4": _REAL.format("seed 0's SDFT with forward KL, the rest cached: 22 min (docs/real_model.md)"),
+    "OMP_NUM_THREADS=2 .venv/bin/python benchmarks/real_model.py --out runs/real_model --seeds 0 1 2 --readout "
+    "expected --samples 4": _REAL.format("the three seeds' summary over cached pieces (after the runs above)"),
     "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/confidence_targets.py --model "
     "runs/real_model/seed_0_fa150119/base": _REAL.format("it reads the benchmark's warm start of seed 0"),
     "OMP_NUM_THREADS=2 .venv/bin/python benchmarks/warm_start_format.py --steps 32 --marks 16 32": _REAL.format(
@@ -149,6 +153,11 @@ DECLARED = {
     ),
     "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/miscalibration.py --out runs/baselines --methods base sdft caopd "
     "rlvr rlcr": "the five methods on the default seeds, not timed (one shortened seed: 904 s, docs/baselines.md)",
+    "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/miscalibration.py --out runs/baselines_v2 --seeds 0 2 3 --epochs 5 "
+    "--samples 2 --methods base sdft caopd rlvr rlcr --readout greedy": (
+        "three seeds of five methods: 687-736 s a seed beside the test suite, 5,179 s under heavier load "
+        "(docs/baselines.md)"
+    ),
     "OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/miscalibration.py --out runs/baselines_short --seeds 0 "
     "--epochs 5 --samples 2 --methods base sdft caopd rlvr rlcr --readout greedy": (
         "904 s measured (docs/baselines.md); tests/test_methods.py checks the methods' settings"

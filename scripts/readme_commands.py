@@ -158,6 +158,10 @@ DECLARED = {
         "three seeds of five methods: 687-736 s a seed beside the test suite, 5,179 s under heavier load "
         "(docs/baselines.md)"
     ),
+    "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/miscalibration.py --out runs/baselines_v2 --seeds 0 --epochs 5 "
+    "--samples 2 --methods base rlvr rlcr --readout greedy --override=--model.optimizer.init_args.lr=1e-5": (
+        "a GRPO learning-rate check, 3 min beside a real-model run (docs/baselines.md)"
+    ),
     "OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/miscalibration.py --out runs/baselines_short --seeds 0 "
     "--epochs 5 --samples 2 --methods base sdft caopd rlvr rlcr --readout greedy": (
         "904 s measured (docs/baselines.md); tests/test_methods.py checks the methods' settings"

@@ -97,6 +97,7 @@ def test_test_compares_a_checkpoint_with_the_start_fit_evaluated(tiny_run, tmp_p
     assert float(row["start/accuracy"]) == fitted["start"]["metrics"]["greedy"]["accuracy"]
 
 
+@pytest.mark.slow  # two fits (one resumed) through the CLI
 def test_a_resumed_fit_keeps_the_start_its_first_start_wrote(tmp_path):
     config = small_config(tmp_path, max_epochs=1)
     assert main(["fit", "--config", str(config)]) == 0

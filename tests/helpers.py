@@ -212,10 +212,6 @@ def _reference_tensors(module) -> dict[str, torch.Tensor]:
     return {name: tensor.detach().clone() for name, tensor in local.items()}
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
 PROBE = "helpers.Probe"
 
 

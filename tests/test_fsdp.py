@@ -34,7 +34,6 @@ from helpers import (
     fit,
     grpo_steps,
     metrics_rows,
-    read_jsonl,
     resume_config,
     rl_examples,
     wait_for,
@@ -44,6 +43,7 @@ from torch.distributed.tensor import DTensor
 from transformers import AutoModelForCausalLM
 
 from caopd_pl.ema import ema_update
+from caopd_pl.files import read_jsonl
 from caopd_pl.losses import LossConfig
 from caopd_pl.models.loading import ModelConfig
 from caopd_pl.models.tiny import TinyModelConfig

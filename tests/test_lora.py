@@ -24,7 +24,6 @@ from helpers import (
     distill_batch,
     fit,
     grpo_steps,
-    read_jsonl,
     redraw,
     resume_config,
     rl_examples,
@@ -39,6 +38,7 @@ from transformers import AutoModelForCausalLM
 from caopd_pl.__main__ import main
 from caopd_pl.cli import cli_main
 from caopd_pl.ema import ema_update, reset_teacher
+from caopd_pl.files import read_jsonl
 from caopd_pl.grpo import collate_policy, grpo_loss
 from caopd_pl.models.loading import ModelConfig, final_hidden_states, load_model
 from caopd_pl.models.lora import (

@@ -435,7 +435,8 @@ class CaOPDModule(L.LightningModule):
     def test_step(self, batch: PromptBatch, batch_idx: int) -> list[dict[str, Any]]:
         records = self.evaluator.answer(batch, batch_idx)
         self.test_records += records
-        self.test_batches.append(batch)
+        if self.test_start and self.trainer.ckpt_path:  # only a checkpoint's start answers them again
+            self.test_batches.append(batch)
         self._update("test", records)
         return records  # callbacks see them as ``outputs`` of on_test_batch_end
 
